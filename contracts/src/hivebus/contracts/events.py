@@ -1,0 +1,158 @@
+"""Every event on the bus. Each carries an event id, the task id, a timestamp, a schema version."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hivebus.contracts.ids import Identifier, RoleName
+from hivebus.contracts.limits import Limits, TaskBudget, Usage
+from hivebus.contracts.plan import Plan
+from hivebus.contracts.status import SubTaskStatus, TaskStatus
+
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change to an event model."""
+
+
+def _new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(default_factory=_new_event_id, description="Unique id of this event.")
+    task_id: Identifier = Field(description="The task this event belongs to.")
+    ts: datetime = Field(default_factory=_now, description="When the event was created (UTC).")
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of the event schema.")
+
+
+class TaskSubmitted(Event):
+    """A client asks for a task to be done."""
+
+    kind: Literal["task_submitted"] = "task_submitted"
+    goal: str = Field(min_length=1, max_length=100_000, description="What the task must achieve.")
+    plan: Plan | None = Field(default=None, description="An explicit plan; planned when absent.")
+    budget: TaskBudget = Field(default_factory=TaskBudget, description="Bounds on the whole task.")
+
+
+class TaskRejected(Event):
+    """A submission that cannot run, with every reason at once."""
+
+    kind: Literal["task_rejected"] = "task_rejected"
+    errors: list[str] = Field(min_length=1, description="Every validation error, one per entry.")
+
+
+class DependencyOutput(BaseModel):
+    """The output of a finished dependency, handed to the sub-task that needs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subtask_id: Identifier
+    output: Any = Field(default=None, description="The dependency's final output.")
+
+
+class SubTaskAssigned(Event):
+    """The orchestrator hands one sub-task to its role's agents."""
+
+    kind: Literal["subtask_assigned"] = "subtask_assigned"
+    subtask_id: Identifier
+    attempt: int = Field(default=1, ge=1, description="Which attempt at this sub-task.")
+    role: RoleName
+    goal: str = Field(description="The task's goal, for context.")
+    prompt: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    limits: Limits
+    model: str | None = Field(default=None, description="Model route chosen by the plan, if any.")
+    output_schema: dict[str, Any] | None = None
+    dependencies: list[DependencyOutput] = Field(default_factory=list)
+
+
+class SubTaskStarted(Event):
+    """An agent began (or resumed) a run of a sub-task."""
+
+    kind: Literal["subtask_started"] = "subtask_started"
+    subtask_id: Identifier
+    attempt: int = Field(ge=1)
+    run_id: str
+    role: RoleName
+    model: str = Field(description="The model route the run uses.")
+
+
+class StepRecorded(Event):
+    """One step of a run: a model call or a tool call, with what went in and came out."""
+
+    kind: Literal["step"] = "step"
+    subtask_id: Identifier
+    attempt: int = Field(ge=1)
+    run_id: str
+    step: int = Field(ge=1, description="1-based step number within the run.")
+    step_kind: Literal["model", "tool"]
+    name: str = Field(description="Model route or tool name.")
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage, description="Usage of this step alone.")
+
+
+class SubTaskFinished(Event):
+    """The terminal event of a run: no run ends without one."""
+
+    kind: Literal["subtask_finished"] = "subtask_finished"
+    subtask_id: Identifier
+    attempt: int = Field(ge=1)
+    run_id: str
+    role: RoleName
+    status: SubTaskStatus
+    reason: str = Field(description="Why the run ended so, in words a person can act on.")
+    output: Any = Field(default=None, description="The final or partial output.")
+    usage: Usage
+
+
+class SubTaskSummary(BaseModel):
+    """How one sub-task ended, as reported in `TaskFinished`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    role: RoleName
+    status: SubTaskStatus
+    reason: str = ""
+    blocked_by: str | None = Field(
+        default=None, description="The failed sub-task at the root of a block."
+    )
+    usage: Usage = Field(default_factory=Usage)
+    output: Any = None
+
+
+class TaskFinished(Event):
+    """The end of a task: status, final output, usage and a summary of every sub-task."""
+
+    kind: Literal["task_finished"] = "task_finished"
+    status: TaskStatus
+    reason: str
+    degraded: bool = Field(default=False, description="True when the output is partial.")
+    output: Any = Field(default=None, description="Outputs of the final sub-tasks, by id.")
+    usage: Usage
+    subtasks: list[SubTaskSummary]
+
+
+EVENT_MODELS: tuple[type[Event], ...] = (
+    TaskSubmitted,
+    TaskRejected,
+    SubTaskAssigned,
+    SubTaskStarted,
+    StepRecorded,
+    SubTaskFinished,
+    TaskFinished,
+)
+"""Every event model, for schema export and decoding."""

@@ -1,0 +1,70 @@
+"""Every subject, stream, consumer and bucket name. A subject string appears only here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+TASKS_STREAM = "TASKS"
+WORK_STREAM = "WORK"
+EVENTS_STREAM = "EVENTS"
+
+TASKS_BUCKET = "tasks"
+"""KV bucket: task state (plan, per-sub-task status, meta), changed by compare-and-set."""
+
+SUBMIT = "hive.tasks.submit"
+WORK_ALL = "hive.work.*"
+EVENTS_ALL = "hive.events.>"
+
+ORCHESTRATOR_SUBMIT_CONSUMER = "orchestrator-submit"
+
+
+class EventKind(StrEnum):
+    """The last token of an event subject."""
+
+    TASK_REJECTED = "task_rejected"
+    SUBTASK_STARTED = "subtask_started"
+    STEP = "step"
+    SUBTASK_FINISHED = "subtask_finished"
+    TASK_FINISHED = "task_finished"
+
+
+RESULT_KINDS: tuple[EventKind, ...] = (EventKind.SUBTASK_STARTED, EventKind.SUBTASK_FINISHED)
+"""Event kinds the orchestrator consumes."""
+
+
+def work(role: str) -> str:
+    """Subject a role's sub-tasks are dispatched on."""
+    return f"hive.work.{role}"
+
+
+def agent_consumer(role: str) -> str:
+    """Durable pull consumer shared by every replica of a role."""
+    return f"agent-{role}"
+
+
+def event(task_id: str, kind: EventKind) -> str:
+    """Subject of one kind of event of one task."""
+    return f"hive.events.{task_id}.{kind.value}"
+
+
+def orchestrator_consumer(kind: EventKind) -> str:
+    """Durable consumer of one result kind, shared by every orchestrator replica."""
+    return f"orchestrator-{kind.value.replace('_', '-')}"
+
+
+def events_of(task_id: str) -> str:
+    """Wildcard for every event of one task."""
+    return f"hive.events.{task_id}.>"
+
+
+def events_of_kind(kind: EventKind) -> str:
+    """Wildcard for one kind of event of every task."""
+    return f"hive.events.*.{kind.value}"
+
+
+def msg_id(task_id: str, subtask_id: str, attempt: int | str, kind: str) -> str:
+    """`Nats-Msg-Id` that makes a publish idempotent: `task:subtask:attempt:kind`."""
+    return f"{task_id}:{subtask_id}:{attempt}:{kind}"
+
+
+MSG_ID_HEADER = "Nats-Msg-Id"

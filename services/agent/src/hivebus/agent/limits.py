@@ -1,0 +1,36 @@
+"""Limit checks for one run: pure data, on by default, checked before every step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hivebus.contracts import Limits, Usage
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """A limit that a run reached: which one, how much was used, what the bound is."""
+
+    limit: str
+    used: float
+    bound: float
+
+    def reason(self) -> str:
+        """In words, for the terminal event."""
+        return f"{self.limit} reached ({self.used:g} of {self.bound:g})"
+
+
+def check_limits(limits: Limits, usage: Usage, wall_s: float, *, tool_call: bool) -> LimitHit | None:
+    """Return the first limit the next step would break, or None.
+
+    A model step needs one step left and token headroom; a tool step also needs a tool call left.
+    """
+    if usage.steps >= limits.max_steps:
+        return LimitHit("max_steps", usage.steps, limits.max_steps)
+    if usage.tokens >= limits.max_tokens:
+        return LimitHit("max_tokens", usage.tokens, limits.max_tokens)
+    if wall_s >= limits.max_wall_s:
+        return LimitHit("max_wall_s", round(wall_s, 3), limits.max_wall_s)
+    if tool_call and usage.tool_calls >= limits.max_tool_calls:
+        return LimitHit("max_tool_calls", usage.tool_calls, limits.max_tool_calls)
+    return None

@@ -1,0 +1,123 @@
+"""`anthropic:<model>` through the official SDK; any Anthropic-compatible endpoint via base URL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+
+from hivebus.agent.errors import ModelError
+from hivebus.agent.models.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    TurnUsage,
+)
+
+HTTP_TOO_MANY_REQUESTS = 429
+HTTP_SERVER_ERROR = 500
+
+
+def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Translate hivebus turns into the Messages API's content blocks."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "user":
+            out.append({"role": "user", "content": message.text or ""})
+        elif message.role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            if message.text:
+                blocks.append({"type": "text", "text": message.text})
+            blocks.extend(
+                {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": call.args if isinstance(call.args, dict) else {},
+                }
+                for call in message.tool_calls
+            )
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": outcome.call_id,
+                            "content": json.dumps(outcome.result.model_dump(mode="json")),
+                            "is_error": not outcome.result.ok,
+                        }
+                        for outcome in message.tool_results
+                    ],
+                }
+            )
+    return out
+
+
+def classify(exc: anthropic.AnthropicError) -> ModelError:
+    """Map the SDK's error classes to a `ModelError` that knows whether a retry can help."""
+    if isinstance(exc, anthropic.APITimeoutError | anthropic.APIConnectionError):
+        return ModelError(f"model endpoint unreachable: {type(exc).__name__}", retryable=True)
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        retryable = status == HTTP_TOO_MANY_REQUESTS or status >= HTTP_SERVER_ERROR
+        return ModelError(f"model endpoint answered {status}: {exc.message}", retryable=retryable)
+    return ModelError(f"model call failed: {type(exc).__name__}: {exc}")
+
+
+class AnthropicModel:
+    """A Claude model (or any Anthropic-compatible endpoint) behind the `Model` interface."""
+
+    def __init__(
+        self,
+        route: str,
+        model_name: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 2,
+    ) -> None:
+        """Create the SDK client.
+
+        Retries: the SDK's own retry (exponential backoff, honours `retry-after`) is the only
+        retry layer for now, bounded by `max_retries`; the runtime issue replaces it with ours.
+        """
+        self.route = route
+        self.model_name = model_name
+        self.client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """One Messages API call; tool use and usage read from the response."""
+        tools: Any = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in request.tools
+        ]
+        messages: Any = to_anthropic_messages(request.messages)
+        try:
+            reply = await self.client.messages.create(
+                model=self.model_name,
+                system=request.system,
+                messages=messages,
+                tools=tools,
+                max_tokens=request.max_output_tokens,
+            )
+        except anthropic.AnthropicError as exc:
+            raise classify(exc) from exc
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for block in reply.content:
+            if block.type == "text":
+                texts.append(block.text)
+            elif block.type == "tool_use":
+                calls.append(ToolCall(id=block.id, name=block.name, args=block.input))
+        usage = TurnUsage(
+            input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens
+        )
+        return ModelResponse(text="\n".join(texts) or None, tool_calls=calls, usage=usage)

@@ -1,0 +1,213 @@
+"""The agent service: one durable pull consumer per role, shared by all its replicas.
+
+Per message: decode the assignment, publish `SubTaskStarted`, run the bounded loop (with
+`in_progress()` heartbeats), publish `SubTaskFinished`, then ack. Settlement is explicit:
+an assignment that cannot be decoded is terminated; a failure to publish the result is a nak
+with delay, so the sub-task is tried again (bounded by the consumer's `max_deliver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+
+from hivebus.agent.loop import AgentLoop, RunContext, new_run_id
+from hivebus.agent.models import Model, ModelFactory
+from hivebus.agent.toolbox import Toolbox
+from hivebus.agent.errors import AgentError
+from hivebus.contracts import (
+    StepRecorded,
+    SubTaskAssigned,
+    SubTaskFinished,
+    SubTaskStarted,
+    SubTaskStatus,
+    Usage,
+    subjects,
+)
+from hivebus.contracts.subjects import EventKind
+from hivebus.core import Clock, HivebusConfig, Settings, SystemClock, bind_ids, get_logger
+from hivebus.core import new_broker, publish_event
+
+log = get_logger(__name__)
+
+NAK_DELAY_S = 2.0
+
+
+class EventPublisher:
+    """Publishes a run's events to EVENTS, each with an idempotent message id."""
+
+    def __init__(self, broker: NatsBroker, settings: Settings) -> None:
+        """Publish through `broker`."""
+        self.broker = broker
+        self.settings = settings
+
+    async def _publish(self, event: StepRecorded | SubTaskStarted | SubTaskFinished, kind: EventKind, key: str) -> None:
+        await publish_event(
+            self.broker,
+            event,
+            subjects.event(event.task_id, kind),
+            subjects.EVENTS_STREAM,
+            subjects.msg_id(event.task_id, event.subtask_id, event.attempt, key),
+            self.settings,
+        )
+
+    async def started(self, event: SubTaskStarted) -> None:
+        """A run began."""
+        await self._publish(event, EventKind.SUBTASK_STARTED, f"started-{event.run_id}")
+
+    async def step(self, event: StepRecorded) -> None:
+        """A step of a run."""
+        await self._publish(event, EventKind.STEP, f"step-{event.run_id}-{event.step}")
+
+    async def finished(self, event: SubTaskFinished) -> None:
+        """The terminal event: one per attempt, whatever the run id."""
+        await self._publish(event, EventKind.SUBTASK_FINISHED, "finished")
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(msg: NatsMessage, every_s: float) -> AsyncIterator[None]:
+    """Keep the work message alive with `in_progress()` while the body runs."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await msg.in_progress()
+            except Exception as exc:  # noqa: BLE001 - a missed beat is logged; redelivery copes
+                log.warning("heartbeat_failed", error=repr(exc))
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class AgentService:
+    """Runs the sub-tasks of one role."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: HivebusConfig,
+        role: str,
+        broker: NatsBroker,
+        clock: Clock | None = None,
+    ) -> None:
+        """Check the role and load its tools now, so a bad configuration fails at start."""
+        if role not in config.roles:
+            raise AgentError(f"role {role!r} is not in the configuration; known: {sorted(config.roles)}")
+        self.settings = settings
+        self.config = config
+        self.role = role
+        self.role_config = config.roles[role]
+        self.broker = broker
+        self.clock = clock or SystemClock()
+        self.toolbox = Toolbox.from_refs(self.role_config.tools, self.role_config.tiers)
+        self.models = ModelFactory(settings, config)
+        self.events = EventPublisher(broker, settings)
+
+    async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished:
+        """Run one assignment to its terminal event (not yet published)."""
+        route = assignment.model or self.role_config.model
+        run_id = new_run_id()
+        bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=run_id)
+        model: Model | None = None
+        try:
+            model = self.models.build(route)
+        except AgentError as exc:
+            build_error = str(exc)
+        await self.events.started(
+            SubTaskStarted(
+                task_id=assignment.task_id,
+                subtask_id=assignment.subtask_id,
+                attempt=assignment.attempt,
+                run_id=run_id,
+                role=self.role,
+                model=route,
+            )
+        )
+        if model is None:
+            return self._finished(
+                assignment, run_id, SubTaskStatus.FAILED, build_error, None, Usage()
+            )
+        context = RunContext(
+            system=self.role_config.system,
+            model=model,
+            toolbox=self.toolbox,
+            price=self.config.price_for(route),
+            workspace=self.config.workspace_dir(),
+            clock=self.clock,
+            sink=self.events,
+            run_id=run_id,
+        )
+        outcome = await AgentLoop(assignment, context).run()
+        log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
+        return self._finished(
+            assignment, run_id, outcome.status, outcome.reason, outcome.output, outcome.usage
+        )
+
+    def _finished(
+        self,
+        assignment: SubTaskAssigned,
+        run_id: str,
+        status: SubTaskStatus,
+        reason: str,
+        output: object,
+        usage: Usage,
+    ) -> SubTaskFinished:
+        return SubTaskFinished(
+            task_id=assignment.task_id,
+            subtask_id=assignment.subtask_id,
+            attempt=assignment.attempt,
+            run_id=run_id,
+            role=self.role,
+            status=status,
+            reason=reason,
+            output=output,
+            usage=usage,
+        )
+
+    async def handle(self, assignment: SubTaskAssigned, msg: NatsMessage) -> None:
+        """Handler edge: run with heartbeats, publish the terminal event, settle.
+
+        An assignment that fails validation never gets here: the broker's middleware
+        terminates it (see `hivebus.core.settle`).
+        """
+        try:
+            async with heartbeat(msg, self.settings.heartbeat_s):
+                finished = await self.execute(assignment)
+                await self.events.finished(finished)
+        except Exception as exc:  # noqa: BLE001 - settle by decision: retry later, bounded
+            log.exception("run_not_reported", error=repr(exc))
+            await msg.nack(delay=NAK_DELAY_S)
+            return
+        await msg.ack()
+
+
+def build_agent_broker(
+    settings: Settings, config: HivebusConfig, role: str, url: str, clock: Clock | None = None
+) -> tuple[NatsBroker, AgentService]:
+    """A FastStream broker with the role's work subscriber; start it with `await broker.start()`."""
+    broker = new_broker(url, f"agent-{role}")
+    service = AgentService(settings, config, role, broker, clock)
+    role_config = config.roles[role]
+    subscriber = broker.subscriber(
+        subjects.work(role),
+        stream=JStream(subjects.WORK_STREAM, declare=False),
+        durable=subjects.agent_consumer(role),
+        pull_sub=PullSub(batch_size=1, timeout=1.0),
+        max_workers=role_config.concurrency,
+        ack_policy=AckPolicy.MANUAL,
+        title=f"work.{role}",
+        description=f"SubTaskAssigned for role {role!r}; answered by SubTaskStarted/StepRecorded/SubTaskFinished on EVENTS.",
+    )
+    subscriber(service.handle)
+    return broker, service

@@ -1,0 +1,132 @@
+"""The `@tool` decorator: a typed Python function becomes a tool a model can call."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from hivebus.agent.errors import ToolDefinitionError
+from hivebus.contracts import Tier
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the call it serves; declare a parameter of this type to get it.
+
+    `idempotency_key` is stable for one call of one run, so a write tool can apply it once.
+    """
+
+    workspace: Path
+    task_id: str
+    subtask_id: str
+    run_id: str
+    step: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable with a name, a description for the model, typed arguments, a tier, a timeout."""
+
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    tier: Tier
+    timeout_s: float
+    func: Callable[..., Any]
+    context_param: str | None
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments, as models expect it."""
+        schema = self.args_model.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function."""
+        return inspect.iscoroutinefunction(self.func)
+
+
+def _build_tool(
+    func: Callable[..., Any], tier: Tier | str, timeout_s: float, name: str | None
+) -> Tool:
+    tool_name = name or func.__name__
+    description = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0].strip()
+    if not description:
+        raise ToolDefinitionError(
+            f"tool {tool_name!r} has no docstring: its first paragraph is the description "
+            "the model reads"
+        )
+    try:
+        hints = get_type_hints(func)
+    except NameError as exc:
+        raise ToolDefinitionError(f"tool {tool_name!r} has an unresolvable annotation: {exc}") from exc
+    fields: dict[str, Any] = {}
+    context_param = None
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in {param.VAR_POSITIONAL, param.VAR_KEYWORD}:
+            raise ToolDefinitionError(f"tool {tool_name!r}: *args/**kwargs are not allowed")
+        annotation = hints.get(param.name)
+        if annotation is None:
+            raise ToolDefinitionError(
+                f"tool {tool_name!r}: parameter {param.name!r} needs a type annotation"
+            )
+        if annotation is ToolContext:
+            context_param = param.name
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    args_model = create_model(
+        f"{tool_name}_args",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+    if timeout_s <= 0:
+        raise ToolDefinitionError(f"tool {tool_name!r}: timeout_s must be positive")
+    return Tool(
+        name=tool_name,
+        description=description,
+        args_model=args_model,
+        tier=Tier(tier),
+        timeout_s=timeout_s,
+        func=func,
+        context_param=context_param,
+    )
+
+
+def tool(
+    *,
+    tier: Tier | str = Tier.DESTRUCTIVE,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], Tool]:
+    """Declare a tool. Without a tier it counts as `destructive`, the most guarded tier.
+
+    Example:
+        @tool(tier="read", timeout_s=5.0)
+        def word_count(text: str) -> int:
+            '''Count the words in a text.'''
+            return len(text.split())
+    """
+
+    def decorate(func: Callable[..., Any]) -> Tool:
+        return _build_tool(func, tier, timeout_s, name)
+
+    return decorate
+
+
+def as_tool(obj: Any, where: str) -> Tool:
+    """Turn an imported object into a tool: a `@tool` as is, a plain function as `destructive`."""
+    if isinstance(obj, Tool):
+        return obj
+    if callable(obj):
+        return _build_tool(obj, Tier.DESTRUCTIVE, DEFAULT_TIMEOUT_S, None)
+    raise ToolDefinitionError(f"{where} is not a function or a @tool")

@@ -1,0 +1,1 @@
+"""hivebus console: the `hivebus` CLI."""

@@ -1,0 +1,1 @@
+"""Bundled demo: configuration, plans and scripted models."""

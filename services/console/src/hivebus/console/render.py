@@ -1,0 +1,77 @@
+"""What the CLI shows: progress lines while a task runs, a summary table at the end."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from hivebus.contracts import (
+    StepRecorded,
+    SubTaskFinished,
+    SubTaskStarted,
+    SubTaskStatus,
+    TaskFinished,
+    TaskRejected,
+    TaskStatus,
+)
+
+EXIT_CODES: dict[TaskStatus, int] = {
+    TaskStatus.COMPLETED: 0,
+    TaskStatus.PARTIAL: 3,
+    TaskStatus.FAILED: 4,
+    TaskStatus.TIMEOUT: 5,
+    TaskStatus.BUDGET_EXCEEDED: 6,
+    TaskStatus.CANCELLED: 7,
+    TaskStatus.REJECTED: 8,
+}
+"""Exit codes of `run`, `demo` and `submit --wait`: 0 only for `completed`.
+1 is an unexpected error, 2 a usage error (bad option, unreadable file)."""
+
+_MARKS = {SubTaskStatus.COMPLETED: "[green]✔[/]", SubTaskStatus.BLOCKED: "[yellow]⊘[/]"}
+
+
+def progress_line(kind: str, event: BaseModel) -> str | None:
+    """One line of live progress for an event, or None for events not worth a line."""
+    if isinstance(event, SubTaskStarted):
+        return f"[cyan]▶[/] {event.subtask_id} started ({event.role}, {event.model})"
+    if isinstance(event, StepRecorded):
+        flag = "[red]error[/]" if event.error else "ok"
+        return f"    {event.subtask_id} step {event.step}: {event.step_kind} {event.name} {flag}"
+    if isinstance(event, SubTaskFinished):
+        mark = _MARKS.get(event.status, "[red]✘[/]")
+        return f"{mark} {event.subtask_id} {event.status.value}: {event.reason}"
+    if isinstance(event, TaskRejected):
+        return "[red]task rejected:[/]\n" + "\n".join(f"  - {e}" for e in event.errors)
+    if isinstance(event, TaskFinished):
+        return f"[bold]task {event.task_id} {event.status.value}[/]: {event.reason}"
+    return None if kind else None
+
+
+def summary_table(result: TaskFinished) -> Table:
+    """Per-sub-task status, reason, usage."""
+    table = Table(title=f"task {result.task_id}: {result.status.value}")
+    for column in ("sub-task", "role", "status", "reason", "tokens", "steps", "tools", "wall s"):
+        table.add_column(column)
+    for sub in result.subtasks:
+        table.add_row(
+            sub.id,
+            sub.role,
+            sub.status.value,
+            sub.reason if not sub.blocked_by else f"blocked by {sub.blocked_by}",
+            str(sub.usage.tokens),
+            str(sub.usage.steps),
+            str(sub.usage.tool_calls),
+            f"{sub.usage.wall_s:.2f}",
+        )
+    u = result.usage
+    table.caption = (
+        f"{u.input_tokens} in / {u.output_tokens} out tokens, ${u.cost_usd:.4f}, "
+        f"{u.steps} steps, {u.tool_calls} tool calls, {u.wall_s:.2f}s"
+    )
+    return table
+
+
+def stderr_console() -> Console:
+    """Progress goes to stderr so stdout stays for results."""
+    return Console(stderr=True, highlight=False)

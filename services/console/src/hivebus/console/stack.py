@@ -1,0 +1,93 @@
+"""Run hivebus locally: an embedded (or configured) nats-server, the orchestrator, every role."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import TracebackType
+
+from faststream.nats import NatsBroker
+
+from hivebus.agent.service import build_agent_broker
+from hivebus.core import EmbeddedNats, HivebusConfig, Settings, get_logger, jetstream, new_broker
+from hivebus.core.topology import provision
+from hivebus.orchestrator.service import build_orchestrator_broker
+
+log = get_logger(__name__)
+
+
+async def provision_all(url: str, settings: Settings, roles: list[str]) -> None:
+    """Create streams, buckets and consumers on the server at `url` (idempotent)."""
+    broker = new_broker(url, "provision")
+    try:
+        js = await jetstream(broker)
+        await provision(js, settings, roles)
+    finally:
+        await broker.stop()
+
+
+async def start_orchestrator(settings: Settings, config: HivebusConfig, url: str) -> NatsBroker:
+    """Start the orchestrator's broker (topology must exist)."""
+    broker, service = build_orchestrator_broker(settings, config, url)
+    await service.prepare()
+    await broker.start()
+    return broker
+
+
+async def start_agent(settings: Settings, config: HivebusConfig, role: str, url: str) -> NatsBroker:
+    """Start one role's agent broker (topology must exist)."""
+    broker, _ = build_agent_broker(settings, config, role, url)
+    await broker.start()
+    return broker
+
+
+class LocalStack:
+    """Everything in one process: `async with LocalStack(...) as stack: stack.url`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: HivebusConfig,
+        *,
+        data_dir: Path | None = None,
+        services: bool = True,
+    ) -> None:
+        """Use `settings.nats_url` if set, else an embedded server storing in `data_dir`."""
+        self.settings = settings
+        self.config = config
+        self.data_dir = data_dir
+        self.services = services
+        self.server: EmbeddedNats | None = None
+        self.brokers: list[NatsBroker] = []
+        self.url = settings.nats_url or ""
+
+    async def __aenter__(self) -> LocalStack:
+        """Start the server (if embedded), provision, start the services."""
+        if not self.settings.nats_url:
+            self.server = EmbeddedNats(self.data_dir)
+            await self.server.start()
+            self.url = self.server.url
+        try:
+            await provision_all(self.url, self.settings, sorted(self.config.roles))
+            if self.services:
+                self.brokers.append(await start_orchestrator(self.settings, self.config, self.url))
+                for role in sorted(self.config.roles):
+                    self.brokers.append(await start_agent(self.settings, self.config, role, self.url))
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop services, then the server."""
+        for broker in reversed(self.brokers):
+            with contextlib.suppress(Exception):
+                await broker.stop()
+        self.brokers.clear()
+        if self.server is not None:
+            await self.server.stop()

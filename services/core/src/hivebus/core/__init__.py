@@ -1,0 +1,31 @@
+"""hivebus core: settings, configuration, logging, the bus connection and topology, embedded NATS."""
+
+from hivebus.core.bus import jetstream, new_broker, publish_event
+from hivebus.core.clock import Clock, SystemClock
+from hivebus.core.config import HivebusConfig, Price, RoleConfig, load_config, parse_config
+from hivebus.core.embedded import EmbeddedNats
+from hivebus.core.errors import CasConflictError, ConfigError, CoreError, EmbeddedServerError
+from hivebus.core.logging import bind_ids, configure_logging, get_logger
+from hivebus.core.settings import Settings
+
+__all__ = [
+    "CasConflictError",
+    "Clock",
+    "ConfigError",
+    "CoreError",
+    "EmbeddedNats",
+    "EmbeddedServerError",
+    "HivebusConfig",
+    "Price",
+    "RoleConfig",
+    "Settings",
+    "SystemClock",
+    "bind_ids",
+    "configure_logging",
+    "get_logger",
+    "jetstream",
+    "load_config",
+    "new_broker",
+    "parse_config",
+    "publish_event",
+]

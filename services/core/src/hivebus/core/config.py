@@ -1,0 +1,107 @@
+"""`hivebus.yaml`: roles (prompt, model, tools, tiers, limits, allowed models) and prices."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hivebus.contracts import ROLE_PATTERN, Limits, Tier
+from hivebus.core.errors import ConfigError
+
+
+class RoleConfig(BaseModel):
+    """One kind of agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str = Field(description="System prompt.")
+    model: str = Field(description="Default model route: `anthropic:NAME` or `scripted:FILE`.")
+    tools: list[str] = Field(default_factory=list, description="Tools as `module:function`.")
+    tiers: list[Tier] = Field(
+        default_factory=lambda: [Tier.READ], description="Tool tiers this role may use."
+    )
+    limits: Limits = Field(default_factory=Limits, description="Default per-run limits.")
+    allow_models: list[str] = Field(
+        default_factory=list, description="Glob patterns a plan's sub-task `model` may match."
+    )
+    concurrency: int = Field(default=4, ge=1, le=256, description="Runs at once per replica.")
+
+    def allows_model(self, route: str) -> bool:
+        """Tell whether a plan may pick `route` for a sub-task of this role."""
+        return any(fnmatch.fnmatchcase(route, pattern) for pattern in self.allow_models)
+
+
+class Price(BaseModel):
+    """USD per million tokens for one model route."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class HivebusConfig(BaseModel):
+    """The whole configuration file, with relative paths resolved against `base_dir`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_dir: Path = Field(default=Path(), description="Directory of the configuration file.")
+    workspace: Path = Field(
+        default=Path("workspace"), description="Directory the workspace file tools are confined to."
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="Prices by model route; glob patterns allowed."
+    )
+    roles: dict[str, RoleConfig] = Field(min_length=1)
+
+    def workspace_dir(self) -> Path:
+        """The workspace directory as an absolute path."""
+        return (self.base_dir / self.workspace).resolve()
+
+    def resolve_path(self, path: str) -> Path:
+        """Resolve a path named in the configuration against its directory."""
+        return (self.base_dir / path).resolve()
+
+    def price_for(self, route: str) -> Price:
+        """The price of a model route (exact match first, then patterns); free when unlisted."""
+        if route in self.prices:
+            return self.prices[route]
+        for pattern, price in self.prices.items():
+            if fnmatch.fnmatchcase(route, pattern):
+                return price
+        return Price(input_per_mtok=0.0, output_per_mtok=0.0)
+
+
+def parse_config(data: Any, base_dir: Path) -> HivebusConfig:
+    """Validate configuration data; raise `ConfigError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError("configuration must be a mapping with a `roles` key")
+    try:
+        config = HivebusConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    bad = [name for name in config.roles if re.fullmatch(ROLE_PATTERN, name) is None]
+    if bad:
+        raise ConfigError(f"invalid role names {bad}: use lower case letters, digits, '_' or '-'")
+    return config
+
+
+def load_config(path: Path) -> HivebusConfig:
+    """Read and validate a `hivebus.yaml` file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from exc
+    return parse_config(data, path.resolve().parent)

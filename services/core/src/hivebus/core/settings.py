@@ -1,0 +1,52 @@
+"""Process settings, read once from the environment (prefix `HIVEBUS_`) in the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where to connect, how to log, and the bus timings; every default is written here."""
+
+    model_config = SettingsConfigDict(env_prefix="HIVEBUS_", extra="ignore")
+
+    nats_url: str | None = Field(
+        default=None, description="NATS server URL; `up`/`run` start an embedded one when unset."
+    )
+    config_file: Path = Field(default=Path("hivebus.yaml"), description="Roles and tools file.")
+    data_dir: Path | None = Field(
+        default=None, description="Embedded server's JetStream store; a temporary one when unset."
+    )
+    log_format: Literal["console", "json"] = Field(default="console", description="Log renderer.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HIVEBUS_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="Key for `anthropic:` models; never logged.",
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HIVEBUS_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
+        description="Any Anthropic-compatible endpoint.",
+    )
+    publish_timeout_s: float = Field(default=5.0, gt=0, description="JetStream publish ack wait.")
+    work_ack_wait_s: float = Field(
+        default=60.0, gt=0, description="Seconds a worker holds a sub-task between heartbeats."
+    )
+    work_max_deliver: int = Field(default=5, ge=1, description="Deliveries before dead-letter.")
+    heartbeat_s: float = Field(
+        default=10.0, gt=0, description="How often a working agent calls `in_progress()`."
+    )
+    kv_cas_attempts: int = Field(
+        default=50, ge=1, description="Bound on compare-and-set retries for one update."
+    )
+    events_max_age_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="How long EVENTS keeps a task's history."
+    )
+    dedup_window_s: float = Field(
+        default=600.0, gt=0, description="Window in which a repeated `Nats-Msg-Id` is dropped."
+    )

@@ -1,0 +1,144 @@
+"""Create the streams, consumers and KV buckets hivebus needs; safe to run at every start."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from hivebus.contracts import subjects
+from hivebus.core.logging import get_logger
+from hivebus.core.settings import Settings
+
+log = get_logger(__name__)
+
+
+def stream_configs(settings: Settings, replicas: int = 1) -> list[StreamConfig]:
+    """The streams: submissions, work (work-queue retention) and events, all on file storage."""
+    common = {
+        "storage": StorageType.FILE,
+        "num_replicas": replicas,
+        "duplicate_window": settings.dedup_window_s,
+    }
+    return [
+        StreamConfig(
+            name=subjects.TASKS_STREAM,
+            subjects=[subjects.SUBMIT],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.events_max_age_s,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.WORK_STREAM,
+            subjects=[subjects.WORK_ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=[subjects.EVENTS_ALL],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.events_max_age_s,
+            discard=DiscardPolicy.OLD,
+            **common,
+        ),
+    ]
+
+
+def orchestrator_consumers(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
+    """Durable pull consumers of the orchestrator: submissions, and each result kind."""
+    base = {
+        "ack_policy": AckPolicy.EXPLICIT,
+        "ack_wait": 30.0,
+        "max_deliver": settings.work_max_deliver * 4,
+        "deliver_policy": DeliverPolicy.ALL,
+        "max_ack_pending": 1000,
+    }
+    consumers = [
+        (
+            subjects.TASKS_STREAM,
+            ConsumerConfig(
+                durable_name=subjects.ORCHESTRATOR_SUBMIT_CONSUMER,
+                filter_subject=subjects.SUBMIT,
+                **base,
+            ),
+        )
+    ]
+    consumers.extend(
+        (
+            subjects.EVENTS_STREAM,
+            ConsumerConfig(
+                durable_name=subjects.orchestrator_consumer(kind),
+                filter_subject=subjects.events_of_kind(kind),
+                **base,
+            ),
+        )
+        for kind in subjects.RESULT_KINDS
+    )
+    return consumers
+
+
+def agent_consumer(settings: Settings, role: str) -> tuple[str, ConsumerConfig]:
+    """The durable pull consumer shared by every replica of one role."""
+    return subjects.WORK_STREAM, ConsumerConfig(
+        durable_name=subjects.agent_consumer(role),
+        filter_subject=subjects.work(role),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.work_ack_wait_s,
+        max_deliver=settings.work_max_deliver,
+        deliver_policy=DeliverPolicy.ALL,
+        max_ack_pending=1000,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings, replicas: int = 1) -> None:
+    """Create every stream, or update it to the current configuration."""
+    for config in stream_configs(settings, replicas):
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("stream_created", stream=config.name)
+        else:
+            await js.update_stream(config)
+
+
+async def ensure_consumers(
+    js: JetStreamContext, consumers: list[tuple[str, ConsumerConfig]]
+) -> None:
+    """Create (or update) durable consumers."""
+    for stream, config in consumers:
+        await js.add_consumer(stream, config)
+
+
+async def ensure_buckets(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the task-state KV bucket on file storage (idempotent)."""
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=subjects.TASKS_BUCKET,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=replicas,
+            max_value_size=8 * 1024 * 1024,
+        )
+    )
+
+
+async def provision(
+    js: JetStreamContext, settings: Settings, roles: list[str], replicas: int = 1
+) -> None:
+    """Everything at once: streams, buckets, the orchestrator's and the roles' consumers."""
+    await ensure_streams(js, settings, replicas)
+    await ensure_buckets(js, replicas)
+    consumers = orchestrator_consumers(settings)
+    consumers.extend(agent_consumer(settings, role) for role in roles)
+    await ensure_consumers(js, consumers)
