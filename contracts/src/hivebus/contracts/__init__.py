@@ -22,7 +22,6 @@ from hivebus.contracts.ids import ID_PATTERN, ROLE_PATTERN, Identifier, RoleName
 from hivebus.contracts.limits import Limits, TaskBudget, Usage
 from hivebus.contracts.plan import MAX_SUBTASKS, Plan, SubTaskSpec
 from hivebus.contracts.schemas import json_schemas
-from hivebus.contracts.tools import Tier, ToolError, ToolErrorKind, ToolResult
 from hivebus.contracts.status import (
     SUBTASK_TERMINAL,
     SUBTASK_TRANSITIONS,
@@ -32,6 +31,7 @@ from hivebus.contracts.status import (
     TaskStatus,
     transition,
 )
+from hivebus.contracts.tools import Tier, ToolError, ToolErrorKind, ToolResult
 
 __all__ = [
     "EVENT_MODELS",
@@ -54,6 +54,7 @@ __all__ = [
     "StepRecorded",
     "SubTaskAssigned",
     "SubTaskFinished",
+    "SubTaskSpec",
     "SubTaskStarted",
     "SubTaskStatus",
     "SubTaskSummary",

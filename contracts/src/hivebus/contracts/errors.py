@@ -1,7 +1,7 @@
 """Errors raised by the contracts package.
 
-    ContractError                 root of every error this package raises
-    └── IllegalTransition         a status change that the transition table forbids (a bug)
+ContractError                 root of every error this package raises
+└── IllegalTransition         a status change that the transition table forbids (a bug)
 """
 
 from __future__ import annotations

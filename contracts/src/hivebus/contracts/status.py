@@ -94,7 +94,9 @@ TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 """Allowed next statuses of a task."""
 
-TASK_TERMINAL: frozenset[TaskStatus] = frozenset(s for s, nxt in TASK_TRANSITIONS.items() if not nxt)
+TASK_TERMINAL: frozenset[TaskStatus] = frozenset(
+    s for s, nxt in TASK_TRANSITIONS.items() if not nxt
+)
 """Statuses a task never leaves."""
 
 StatusT = TypeVar("StatusT", SubTaskStatus, TaskStatus)

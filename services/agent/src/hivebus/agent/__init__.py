@@ -1,6 +1,12 @@
 """hivebus agent: the agent service and its bounded runtime; `@tool` declares tools."""
 
-from hivebus.agent.errors import AgentError, ModelError, ScriptError, ToolDefinitionError, ToolFailure
+from hivebus.agent.errors import (
+    AgentError,
+    ModelError,
+    ScriptError,
+    ToolDefinitionError,
+    ToolFailure,
+)
 from hivebus.agent.tool import Tool, ToolContext, tool
 
 __all__ = [

@@ -1,10 +1,10 @@
 """Errors raised by hivebus-agent.
 
-    AgentError                    root; `retryable` says whether trying again can help
-    ├── ToolDefinitionError       a tool is badly declared or cannot be imported (configuration)
-    ├── ToolFailure               raised by tool code to return a structured error to the model
-    └── ModelError                a model call failed
-        └── ScriptError           a scripted model's file is invalid or exhausted
+AgentError                    root; `retryable` says whether trying again can help
+├── ToolDefinitionError       a tool is badly declared or cannot be imported (configuration)
+├── ToolFailure               raised by tool code to return a structured error to the model
+└── ModelError                a model call failed
+    └── ScriptError           a scripted model's file is invalid or exhausted
 """
 
 from __future__ import annotations

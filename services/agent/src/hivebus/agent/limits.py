@@ -20,7 +20,9 @@ class LimitHit:
         return f"{self.limit} reached ({self.used:g} of {self.bound:g})"
 
 
-def check_limits(limits: Limits, usage: Usage, wall_s: float, *, tool_call: bool) -> LimitHit | None:
+def check_limits(
+    limits: Limits, usage: Usage, wall_s: float, *, tool_call: bool
+) -> LimitHit | None:
     """Return the first limit the next step would break, or None.
 
     A model step needs one step left and token headroom; a tool step also needs a tool call left.

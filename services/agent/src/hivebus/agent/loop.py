@@ -1,9 +1,9 @@
 """The bounded agent loop: model call, tool calls, repeat; always ends with a terminal status.
 
-    check limits -> call the model -> run its tool calls -> check limits -> ...
-    final text (valid against the output schema, if any) -> completed
-    a limit reached -> budget_exceeded, with the limit named and the partial output kept
-    a model that cannot answer -> failed, with the error
+check limits -> call the model -> run its tool calls -> check limits -> ...
+final text (valid against the output schema, if any) -> completed
+a limit reached -> budget_exceeded, with the limit named and the partial output kept
+a model that cannot answer -> failed, with the error
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class StepSink(Protocol):
         ...
 
 
+def new_run_id() -> str:
+    """A short unique id for one run."""
+    return uuid.uuid4().hex[:12]
+
+
 @dataclass
 class RunOutcome:
     """How a run ended: status, reason, output (final or partial) and usage."""
@@ -64,12 +69,7 @@ class RunContext:
     workspace: Path
     clock: Clock
     sink: StepSink
-    run_id: str = field(default_factory=lambda: new_run_id())
-
-
-def new_run_id() -> str:
-    """A short unique id for one run."""
-    return uuid.uuid4().hex[:12]
+    run_id: str = field(default_factory=new_run_id)
 
 
 def build_prompt(assignment: SubTaskAssigned) -> str:
@@ -77,11 +77,10 @@ def build_prompt(assignment: SubTaskAssigned) -> str:
     parts = [assignment.prompt, f"\nOverall goal of the task: {assignment.goal}"]
     if assignment.input:
         parts.append(f"\nInput:\n{json.dumps(assignment.input, indent=2, default=str)}")
-    for dep in assignment.dependencies:
-        parts.append(
-            f"\nOutput of sub-task {dep.subtask_id!r}:\n"
-            f"{json.dumps(dep.output, indent=2, default=str)}"
-        )
+    parts.extend(
+        f"\nOutput of sub-task {dep.subtask_id!r}:\n{json.dumps(dep.output, indent=2, default=str)}"
+        for dep in assignment.dependencies
+    )
     if assignment.output_schema is not None:
         parts.append(
             "\nAnswer with JSON only, valid against this JSON Schema:\n"
@@ -145,7 +144,9 @@ class AgentLoop:
             try:
                 response = await self._call_model()
             except TimeoutError:
-                return self._over(LimitHit("max_wall_s", round(self._wall(), 3), self.limits.max_wall_s))
+                return self._over(
+                    LimitHit("max_wall_s", round(self._wall(), 3), self.limits.max_wall_s)
+                )
             if response.tool_calls:
                 self.messages.append(
                     Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
@@ -191,11 +192,11 @@ class AgentLoop:
                 self._add_tokens(response)
             await self._record(
                 "model",
-                self.ctx.model.route,
-                {"messages": len(self.messages)},
-                response.model_dump(mode="json") if response else None,
-                error,
-                response,
+                name=self.ctx.model.route,
+                step_input={"messages": len(self.messages)},
+                step_output=response.model_dump(mode="json") if response else None,
+                error=error,
+                response=response,
             )
         return response
 
@@ -231,7 +232,12 @@ class AgentLoop:
             outcomes.append(ToolOutcome(call_id=call.id, name=call.name, result=result))
             error = None if result.ok or result.error is None else result.error.message
             await self._record(
-                "tool", call.name, call.args, result.model_dump(mode="json"), error, None
+                "tool",
+                name=call.name,
+                step_input=call.args,
+                step_output=result.model_dump(mode="json"),
+                error=error,
+                response=None,
             )
         self.messages.append(Message(role="tool", tool_results=outcomes))
         return None
@@ -239,6 +245,7 @@ class AgentLoop:
     async def _record(
         self,
         kind: str,
+        *,
         name: str,
         step_input: Any,
         step_output: Any,

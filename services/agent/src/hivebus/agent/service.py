@@ -16,10 +16,10 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 
+from hivebus.agent.errors import AgentError
 from hivebus.agent.loop import AgentLoop, RunContext, new_run_id
 from hivebus.agent.models import Model, ModelFactory
 from hivebus.agent.toolbox import Toolbox
-from hivebus.agent.errors import AgentError
 from hivebus.contracts import (
     StepRecorded,
     SubTaskAssigned,
@@ -30,8 +30,16 @@ from hivebus.contracts import (
     subjects,
 )
 from hivebus.contracts.subjects import EventKind
-from hivebus.core import Clock, HivebusConfig, Settings, SystemClock, bind_ids, get_logger
-from hivebus.core import new_broker, publish_event
+from hivebus.core import (
+    Clock,
+    HivebusConfig,
+    Settings,
+    SystemClock,
+    bind_ids,
+    get_logger,
+    new_broker,
+    publish_event,
+)
 
 log = get_logger(__name__)
 
@@ -46,14 +54,16 @@ class EventPublisher:
         self.broker = broker
         self.settings = settings
 
-    async def _publish(self, event: StepRecorded | SubTaskStarted | SubTaskFinished, kind: EventKind, key: str) -> None:
+    async def _publish(
+        self, event: StepRecorded | SubTaskStarted | SubTaskFinished, kind: EventKind, key: str
+    ) -> None:
         await publish_event(
             self.broker,
             event,
-            subjects.event(event.task_id, kind),
-            subjects.EVENTS_STREAM,
-            subjects.msg_id(event.task_id, event.subtask_id, event.attempt, key),
-            self.settings,
+            subject=subjects.event(event.task_id, kind),
+            stream=subjects.EVENTS_STREAM,
+            msg_id=subjects.msg_id(event.task_id, event.subtask_id, event.attempt, key),
+            settings=self.settings,
         )
 
     async def started(self, event: SubTaskStarted) -> None:
@@ -103,7 +113,9 @@ class AgentService:
     ) -> None:
         """Check the role and load its tools now, so a bad configuration fails at start."""
         if role not in config.roles:
-            raise AgentError(f"role {role!r} is not in the configuration; known: {sorted(config.roles)}")
+            raise AgentError(
+                f"role {role!r} is not in the configuration; known: {sorted(config.roles)}"
+            )
         self.settings = settings
         self.config = config
         self.role = role
@@ -136,7 +148,12 @@ class AgentService:
         )
         if model is None:
             return self._finished(
-                assignment, run_id, SubTaskStatus.FAILED, build_error, None, Usage()
+                assignment,
+                run_id=run_id,
+                status=SubTaskStatus.FAILED,
+                reason=build_error,
+                output=None,
+                usage=Usage(),
             )
         context = RunContext(
             system=self.role_config.system,
@@ -151,12 +168,18 @@ class AgentService:
         outcome = await AgentLoop(assignment, context).run()
         log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
         return self._finished(
-            assignment, run_id, outcome.status, outcome.reason, outcome.output, outcome.usage
+            assignment,
+            run_id=run_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            output=outcome.output,
+            usage=outcome.usage,
         )
 
     def _finished(
         self,
         assignment: SubTaskAssigned,
+        *,
         run_id: str,
         status: SubTaskStatus,
         reason: str,
@@ -185,7 +208,7 @@ class AgentService:
             async with heartbeat(msg, self.settings.heartbeat_s):
                 finished = await self.execute(assignment)
                 await self.events.finished(finished)
-        except Exception as exc:  # noqa: BLE001 - settle by decision: retry later, bounded
+        except Exception as exc:
             log.exception("run_not_reported", error=repr(exc))
             await msg.nack(delay=NAK_DELAY_S)
             return
@@ -207,7 +230,10 @@ def build_agent_broker(
         max_workers=role_config.concurrency,
         ack_policy=AckPolicy.MANUAL,
         title=f"work.{role}",
-        description=f"SubTaskAssigned for role {role!r}; answered by SubTaskStarted/StepRecorded/SubTaskFinished on EVENTS.",
+        description=(
+            f"SubTaskAssigned for role {role!r}; "
+            "answered by SubTaskStarted, StepRecorded and SubTaskFinished on EVENTS."
+        ),
     )
     subscriber(service.handle)
     return broker, service

@@ -68,7 +68,9 @@ def _build_tool(
     try:
         hints = get_type_hints(func)
     except NameError as exc:
-        raise ToolDefinitionError(f"tool {tool_name!r} has an unresolvable annotation: {exc}") from exc
+        raise ToolDefinitionError(
+            f"tool {tool_name!r} has an unresolvable annotation: {exc}"
+        ) from exc
     fields: dict[str, Any] = {}
     context_param = None
     for param in inspect.signature(func).parameters.values():

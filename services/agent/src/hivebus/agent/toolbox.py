@@ -28,7 +28,9 @@ def load_tool(ref: str) -> Tool:
     """Import `module:function` and return it as a tool."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise ToolDefinitionError(f"tool reference {ref!r} must look like 'package.module:function'")
+        raise ToolDefinitionError(
+            f"tool reference {ref!r} must look like 'package.module:function'"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -33,13 +33,21 @@ EXIT_USAGE = 2
 DEFAULT_DEMO_MODEL = "claude-sonnet-4-5"
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="hivebus.yaml (default: $HIVEBUS_CONFIG_FILE or ./hivebus.yaml).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="hivebus.yaml (default: $HIVEBUS_CONFIG_FILE or ./hivebus.yaml)."
+    ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the final event as JSON on the last stdout line.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the final event as JSON on the last stdout line.")
+]
 DataDirOption = Annotated[
-    Path | None, typer.Option("--data-dir", help="Embedded server store (kept); temporary when unset.")
+    Path | None,
+    typer.Option("--data-dir", help="Embedded server store (kept); temporary when unset."),
 ]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log at info level to stderr.")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log at info level to stderr.")
+]
 
 
 class Scenario(StrEnum):
@@ -83,7 +91,9 @@ def _plan(path: Path, task_id: str | None = None) -> dict[str, Any]:
 
 def _need_url(settings: Settings) -> str:
     if not settings.nats_url:
-        stderr_console().print("[red]no server:[/] set HIVEBUS_NATS_URL (for example nats://127.0.0.1:4222)")
+        stderr_console().print(
+            "[red]no server:[/] set HIVEBUS_NATS_URL (for example nats://127.0.0.1:4222)"
+        )
         raise typer.Exit(EXIT_USAGE)
     return settings.nats_url
 
@@ -92,8 +102,8 @@ async def _follow(
     client: HiveClient, task_id: str, console: Console, timeout_s: float | None
 ) -> TaskFinished | TaskRejected:
     async with asyncio.timeout(timeout_s):
-        async for kind, event in client.follow(task_id):
-            line = progress_line(kind, event)
+        async for _kind, event in client.follow(task_id):
+            line = progress_line(event)
             if line:
                 console.print(line)
             if isinstance(event, TaskFinished | TaskRejected):
@@ -116,20 +126,24 @@ def _report(result: TaskFinished | TaskRejected, json_out: bool) -> int:
 
 async def _run_local(
     body: dict[str, Any],
+    *,
     settings: Settings,
     config: HivebusConfig,
     data_dir: Path | None,
     timeout_s: float,
 ) -> TaskFinished | TaskRejected:
     console = stderr_console()
-    async with LocalStack(settings, config, data_dir=data_dir) as stack, HiveClient(stack.url, settings) as client:
+    async with (
+        LocalStack(settings, config, data_dir=data_dir) as stack,
+        HiveClient(stack.url, settings) as client,
+    ):
         task_id = await client.submit(body)
         console.print(f"submitted task [bold]{task_id}[/] on {stack.url}")
         return await _follow(client, task_id, console, timeout_s)
 
 
 @app.command()
-def run(
+def run(  # noqa: PLR0917 - typer maps each parameter to an option
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML): goal, budget, subtasks.")],
     config: ConfigOption = None,
     json_out: JsonOption = False,
@@ -145,15 +159,22 @@ def run(
     settings = _settings(verbose=verbose)
     cfg = _config(config, settings)
     body = _plan(plan)
-    result = asyncio.run(_run_local(body, settings, cfg, data_dir, timeout))
+    result = asyncio.run(
+        _run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=timeout)
+    )
     raise typer.Exit(_report(result, json_out))
 
 
 @app.command()
 def demo(
-    scenario: Annotated[Scenario, typer.Option(help="happy: everything completes; failure: one researcher gets stuck.")] = Scenario.HAPPY,
+    scenario: Annotated[
+        Scenario,
+        typer.Option(help="happy: everything completes; failure: one researcher gets stuck."),
+    ] = Scenario.HAPPY,
     json_out: JsonOption = False,
-    model: Annotated[str, typer.Option(help="Claude model used when an API key is set.")] = DEFAULT_DEMO_MODEL,
+    model: Annotated[
+        str, typer.Option(help="Claude model used when an API key is set.")
+    ] = DEFAULT_DEMO_MODEL,
     data_dir: DataDirOption = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -173,13 +194,21 @@ def demo(
             console.print(f"ANTHROPIC_API_KEY is set: the agents use anthropic:{model}.")
             route = f"anthropic:{model}"
             cfg = cfg.model_copy(
-                update={"roles": {n: r.model_copy(update={"model": route}) for n, r in cfg.roles.items()}}
+                update={
+                    "roles": {
+                        n: r.model_copy(update={"model": route}) for n, r in cfg.roles.items()
+                    }
+                }
             )
             for sub in body["plan"]["subtasks"]:
                 sub.pop("model", None)
         else:
-            console.print("No ANTHROPIC_API_KEY: the agents use scripted models (no API calls, no cost).")
-        result = asyncio.run(_run_local(body, settings, cfg, data_dir, 600.0))
+            console.print(
+                "No ANTHROPIC_API_KEY: the agents use scripted models (no API calls, no cost)."
+            )
+        result = asyncio.run(
+            _run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=600.0)
+        )
         written = sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
         console.print(f"files the agents wrote: {', '.join(written) or 'none'}")
     raise typer.Exit(_report(result, json_out))
@@ -194,14 +223,19 @@ async def _until_signal() -> None:
 
 
 @app.command()
-def up(config: ConfigOption = None, data_dir: DataDirOption = None, verbose: VerboseOption = False) -> None:
-    """Run every service (and an embedded nats-server unless HIVEBUS_NATS_URL is set) until Ctrl-C."""
+def up(
+    config: ConfigOption = None, data_dir: DataDirOption = None, verbose: VerboseOption = False
+) -> None:
+    """Run every service until Ctrl-C (embedded nats-server unless HIVEBUS_NATS_URL is set)."""
     settings = _settings(verbose=verbose, quiet_default=False)
     cfg = _config(config, settings)
 
     async def main() -> None:
         async with LocalStack(settings, cfg, data_dir=data_dir) as stack:
-            stderr_console().print(f"hivebus is up on {stack.url} (roles: {', '.join(sorted(cfg.roles))}); Ctrl-C stops")
+            stderr_console().print(
+                f"hivebus is up on {stack.url} (roles: {', '.join(sorted(cfg.roles))}); "
+                "Ctrl-C stops"
+            )
             await _until_signal()
 
     asyncio.run(main())
@@ -243,7 +277,9 @@ def submit(
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML).")],
     wait: Annotated[bool, typer.Option("--wait", help="Follow the task to its end.")] = False,
     json_out: JsonOption = False,
-    task_id: Annotated[str | None, typer.Option(help="Task id (default: from the file, or generated).")] = None,
+    task_id: Annotated[
+        str | None, typer.Option(help="Task id (default: from the file, or generated).")
+    ] = None,
 ) -> None:
     """Submit a plan to a running hivebus (HIVEBUS_NATS_URL); print the task id."""
     settings = _settings()
@@ -303,7 +339,10 @@ def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fal
             )
         else:
             out = Console()
-            out.print(f"task {task_id}: {meta.status.value} ({meta.finished}/{meta.total} sub-tasks finished)")
+            out.print(
+                f"task {task_id}: {meta.status.value} "
+                f"({meta.finished}/{meta.total} sub-tasks finished)"
+            )
             for state in states:
                 out.print(f"  {state.id:24} {state.status.value:16} {state.reason}")
         return 0
@@ -312,11 +351,15 @@ def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fal
 
 
 @app.command()
-def schemas(out: Annotated[Path, typer.Argument(help="Directory to write the JSON Schemas to.")]) -> None:
+def schemas(
+    out: Annotated[Path, typer.Argument(help="Directory to write the JSON Schemas to.")],
+) -> None:
     """Export the contracts' JSON Schemas (the repository keeps them in contracts/schemas)."""
     out.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():
-        (out / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (out / name).write_text(
+            json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
     typer.echo(f"wrote {len(json_schemas())} schemas to {out}")
 
 
@@ -333,8 +376,10 @@ def asyncapi(
     from hivebus.orchestrator.service import build_orchestrator_broker  # noqa: PLC0415
 
     settings = _settings()
-    cfg = _config(config, settings) if config or settings.config_file.exists() else _config(
-        Path(demo_assets.__file__).parent / "hivebus.yaml", settings
+    cfg = (
+        _config(config, settings)
+        if config or settings.config_file.exists()
+        else _config(Path(demo_assets.__file__).parent / "hivebus.yaml", settings)
     )
     url = settings.nats_url or "nats://localhost:4222"
     if service == Service.ORCHESTRATOR:

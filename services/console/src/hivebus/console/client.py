@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from faststream.nats import JStream, NatsBroker
@@ -76,7 +76,7 @@ class HiveClient:
         self.settings = settings
         self.broker: NatsBroker = new_broker(url, "client")
 
-    async def __aenter__(self) -> HiveClient:
+    async def __aenter__(self) -> Self:
         """Connect."""
         await self.broker.start()
         return self
@@ -130,7 +130,9 @@ class HiveClient:
         finally:
             await subscriber.stop()
 
-    async def status(self, task_id: str) -> tuple[TaskMeta | None, list[SubTaskState], TaskFinished | None]:
+    async def status(
+        self, task_id: str
+    ) -> tuple[TaskMeta | None, list[SubTaskState], TaskFinished | None]:
         """The task's state from KV: meta, every sub-task, and the result if finished."""
         js = await jetstream(self.broker)
         store = KvStore(await js.key_value(subjects.TASKS_BUCKET))

@@ -31,7 +31,7 @@ EXIT_CODES: dict[TaskStatus, int] = {
 _MARKS = {SubTaskStatus.COMPLETED: "[green]✔[/]", SubTaskStatus.BLOCKED: "[yellow]⊘[/]"}
 
 
-def progress_line(kind: str, event: BaseModel) -> str | None:
+def progress_line(event: BaseModel) -> str | None:
     """One line of live progress for an event, or None for events not worth a line."""
     if isinstance(event, SubTaskStarted):
         return f"[cyan]▶[/] {event.subtask_id} started ({event.role}, {event.model})"
@@ -45,7 +45,7 @@ def progress_line(kind: str, event: BaseModel) -> str | None:
         return "[red]task rejected:[/]\n" + "\n".join(f"  - {e}" for e in event.errors)
     if isinstance(event, TaskFinished):
         return f"[bold]task {event.task_id} {event.status.value}[/]: {event.reason}"
-    return None if kind else None
+    return None
 
 
 def summary_table(result: TaskFinished) -> Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from faststream.nats import NatsBroker
 
@@ -61,7 +62,7 @@ class LocalStack:
         self.brokers: list[NatsBroker] = []
         self.url = settings.nats_url or ""
 
-    async def __aenter__(self) -> LocalStack:
+    async def __aenter__(self) -> Self:
         """Start the server (if embedded), provision, start the services."""
         if not self.settings.nats_url:
             self.server = EmbeddedNats(self.data_dir)
@@ -72,7 +73,9 @@ class LocalStack:
             if self.services:
                 self.brokers.append(await start_orchestrator(self.settings, self.config, self.url))
                 for role in sorted(self.config.roles):
-                    self.brokers.append(await start_agent(self.settings, self.config, role, self.url))
+                    self.brokers.append(
+                        await start_agent(self.settings, self.config, role, self.url)
+                    )
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

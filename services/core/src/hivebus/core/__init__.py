@@ -1,4 +1,4 @@
-"""hivebus core: settings, configuration, logging, the bus connection and topology, embedded NATS."""
+"""hivebus core: settings, configuration, logging, bus connection, topology, embedded NATS."""
 
 from hivebus.core.bus import jetstream, new_broker, publish_event
 from hivebus.core.clock import Clock, SystemClock

@@ -35,6 +35,7 @@ async def jetstream(broker: NatsBroker) -> JetStreamContext:
 async def publish_event(
     broker: NatsBroker,
     event: BaseModel,
+    *,
     subject: str,
     stream: str,
     msg_id: str,

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from hivebus.core.errors import EmbeddedServerError
 from hivebus.core.logging import get_logger
@@ -80,7 +81,7 @@ class EmbeddedNats:
         conf = self.data_dir / "nats-server.conf"
         conf.write_text(server_config(self.port, self.data_dir / "jetstream"), encoding="utf-8")
         log_file = (self.data_dir / "nats-server.log").open("ab")
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, argument list
+        self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed binary, argument list; Popen returns at once
             [str(nats_server_binary()), "-c", str(conf)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -130,7 +131,7 @@ class EmbeddedNats:
             self._proc.wait()
         self._proc = None
 
-    async def __aenter__(self) -> EmbeddedNats:
+    async def __aenter__(self) -> Self:
         """Start on entry."""
         await self.start()
         return self

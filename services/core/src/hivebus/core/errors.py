@@ -1,9 +1,9 @@
 """Errors raised by hivebus-core.
 
-    CoreError                     root; `retryable` tells the caller whether trying again can help
-    ├── ConfigError               hivebus.yaml or settings are wrong (not retryable)
-    ├── EmbeddedServerError       the embedded nats-server did not start or stop (not retryable)
-    └── CasConflictError          compare-and-set lost the race too many times (retryable)
+CoreError                     root; `retryable` tells the caller whether trying again can help
+├── ConfigError               hivebus.yaml or settings are wrong (not retryable)
+├── EmbeddedServerError       the embedded nats-server did not start or stop (not retryable)
+└── CasConflictError          compare-and-set lost the race too many times (retryable)
 """
 
 from __future__ import annotations

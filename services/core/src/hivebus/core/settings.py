@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     work_ack_wait_s: float = Field(
         default=60.0, gt=0, description="Seconds a worker holds a sub-task between heartbeats."
     )
+    orchestrator_ack_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds before an event an orchestrator took but never settled (it died) "
+        "goes to another replica; applying one event takes milliseconds.",
+    )
     work_max_deliver: int = Field(default=5, ge=1, description="Deliveries before dead-letter.")
     heartbeat_s: float = Field(
         default=10.0, gt=0, description="How often a working agent calls `in_progress()`."

@@ -24,62 +24,72 @@ log = get_logger(__name__)
 
 def stream_configs(settings: Settings, replicas: int = 1) -> list[StreamConfig]:
     """The streams: submissions, work (work-queue retention) and events, all on file storage."""
-    common = {
-        "storage": StorageType.FILE,
-        "num_replicas": replicas,
-        "duplicate_window": settings.dedup_window_s,
-    }
-    return [
-        StreamConfig(
-            name=subjects.TASKS_STREAM,
-            subjects=[subjects.SUBMIT],
-            retention=RetentionPolicy.LIMITS,
-            max_age=settings.events_max_age_s,
-            **common,
-        ),
-        StreamConfig(
-            name=subjects.WORK_STREAM,
-            subjects=[subjects.WORK_ALL],
-            retention=RetentionPolicy.WORK_QUEUE,
-            **common,
-        ),
-        StreamConfig(
-            name=subjects.EVENTS_STREAM,
-            subjects=[subjects.EVENTS_ALL],
-            retention=RetentionPolicy.LIMITS,
-            max_age=settings.events_max_age_s,
+
+    def stream(
+        name: str, subject: str, retention: RetentionPolicy, max_age: float | None
+    ) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=retention,
+            max_age=max_age,
             discard=DiscardPolicy.OLD,
-            **common,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=settings.dedup_window_s,
+        )
+
+    return [
+        stream(
+            subjects.TASKS_STREAM,
+            subjects.SUBMIT,
+            RetentionPolicy.LIMITS,
+            settings.events_max_age_s,
+        ),
+        stream(subjects.WORK_STREAM, subjects.WORK_ALL, RetentionPolicy.WORK_QUEUE, None),
+        stream(
+            subjects.EVENTS_STREAM,
+            subjects.EVENTS_ALL,
+            RetentionPolicy.LIMITS,
+            settings.events_max_age_s,
         ),
     ]
 
 
+def _pull_consumer(durable: str, subject: str, ack_wait: float, max_deliver: int) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=durable,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        deliver_policy=DeliverPolicy.ALL,
+        max_ack_pending=1000,
+    )
+
+
 def orchestrator_consumers(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
     """Durable pull consumers of the orchestrator: submissions, and each result kind."""
-    base = {
-        "ack_policy": AckPolicy.EXPLICIT,
-        "ack_wait": 30.0,
-        "max_deliver": settings.work_max_deliver * 4,
-        "deliver_policy": DeliverPolicy.ALL,
-        "max_ack_pending": 1000,
-    }
+    max_deliver = settings.work_max_deliver * 4
     consumers = [
         (
             subjects.TASKS_STREAM,
-            ConsumerConfig(
-                durable_name=subjects.ORCHESTRATOR_SUBMIT_CONSUMER,
-                filter_subject=subjects.SUBMIT,
-                **base,
+            _pull_consumer(
+                subjects.ORCHESTRATOR_SUBMIT_CONSUMER,
+                subjects.SUBMIT,
+                settings.orchestrator_ack_wait_s,
+                max_deliver,
             ),
         )
     ]
     consumers.extend(
         (
             subjects.EVENTS_STREAM,
-            ConsumerConfig(
-                durable_name=subjects.orchestrator_consumer(kind),
-                filter_subject=subjects.events_of_kind(kind),
-                **base,
+            _pull_consumer(
+                subjects.orchestrator_consumer(kind),
+                subjects.events_of_kind(kind),
+                settings.orchestrator_ack_wait_s,
+                max_deliver,
             ),
         )
         for kind in subjects.RESULT_KINDS
@@ -89,14 +99,11 @@ def orchestrator_consumers(settings: Settings) -> list[tuple[str, ConsumerConfig
 
 def agent_consumer(settings: Settings, role: str) -> tuple[str, ConsumerConfig]:
     """The durable pull consumer shared by every replica of one role."""
-    return subjects.WORK_STREAM, ConsumerConfig(
-        durable_name=subjects.agent_consumer(role),
-        filter_subject=subjects.work(role),
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=settings.work_ack_wait_s,
-        max_deliver=settings.work_max_deliver,
-        deliver_policy=DeliverPolicy.ALL,
-        max_ack_pending=1000,
+    return subjects.WORK_STREAM, _pull_consumer(
+        subjects.agent_consumer(role),
+        subjects.work(role),
+        settings.work_ack_wait_s,
+        settings.work_max_deliver,
     )
 
 

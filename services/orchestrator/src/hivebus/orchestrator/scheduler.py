@@ -10,6 +10,7 @@ counted in a bitmap rather than a counter.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from hivebus.contracts import (
@@ -83,17 +84,15 @@ class Scheduler:
             log.info("duplicate_submission", task_id=task_id, kept=stored.event_id)
         graph = self._remember(stored)
         for spec in stored.plan.subtasks if stored.plan else ():
-            await self.store.update_subtask(
-                task_id,
-                spec.id,
-                lambda cur, spec=spec: SubTaskState(id=spec.id, role=spec.role) if cur is None else None,
-            )
+            await self.store.update_subtask(task_id, spec.id, _create_state(spec.id, spec.role))
         now = self.clock.now()
 
         def start(cur: TaskMeta | None) -> TaskMeta | None:
             if cur is not None:
                 return None
-            status = transition(transition(TaskStatus.SUBMITTED, TaskStatus.PLANNING), TaskStatus.RUNNING)
+            status = transition(
+                transition(TaskStatus.SUBMITTED, TaskStatus.PLANNING), TaskStatus.RUNNING
+            )
             return TaskMeta(task_id=task_id, status=status, total=graph.size, submitted_at=now)
 
         meta = await self.store.update_meta(task_id, start)
@@ -178,7 +177,9 @@ class Scheduler:
         """Apply a terminal result once, then unblock or block dependents, then maybe finish."""
         loaded = await self._load(event.task_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
-            log.warning("result_for_unknown_subtask", task_id=event.task_id, subtask_id=event.subtask_id)
+            log.warning(
+                "result_for_unknown_subtask", task_id=event.task_id, subtask_id=event.subtask_id
+            )
             return
         submission, graph = loaded
 
@@ -201,22 +202,30 @@ class Scheduler:
         state = await self.store.update_subtask(event.task_id, event.subtask_id, apply)
         if state is None or state.status not in SUBTASK_TERMINAL:
             return
-        meta = await self.store.read_meta(event.task_id)
-        if meta is None:
-            return
-        if not meta.is_finished(graph.index[state.id]):
-            done = [state.id]
-            if state.status == S.COMPLETED:
-                for dependent in graph.dependents[state.id]:
-                    await self._mark_dependency_done(submission, graph, dependent, state.id)
-            else:
-                done.extend(await self._block_dependents(submission.task_id, graph, meta, state))
-            meta = await self.store.update_meta(
-                event.task_id,
-                lambda cur: cur.with_finished([graph.index[s] for s in done]) if cur else None,
-            )
+        meta = await self._propagate(submission, graph, state)
         if meta is not None and meta.finished >= meta.total:
             await self._finish(submission, graph)
+
+    async def _propagate(
+        self, submission: TaskSubmitted, graph: Graph, state: SubTaskState
+    ) -> TaskMeta | None:
+        """Unblock (completed) or block (anything else) the dependents, then count it finished.
+
+        Skipped when the bitmap already counts it: then its propagation finished before.
+        """
+        meta = await self.store.read_meta(submission.task_id)
+        if meta is None or meta.is_finished(graph.index[state.id]):
+            return meta
+        done = [state.id]
+        if state.status == S.COMPLETED:
+            for dependent in graph.dependents[state.id]:
+                await self._mark_dependency_done(submission, graph, dependent, state.id)
+        else:
+            done.extend(await self._block_dependents(submission.task_id, graph, meta, state))
+        return await self.store.update_meta(
+            submission.task_id,
+            lambda cur: cur.with_finished([graph.index[s] for s in done]) if cur else None,
+        )
 
     async def _mark_dependency_done(
         self, submission: TaskSubmitted, graph: Graph, dependent: str, dep: str
@@ -275,7 +284,9 @@ class Scheduler:
                 state = await self.store.read_subtask(task_id, sid)
                 if state is not None:
                     states.append(state)
-            result = await self.store.create_result(summarize(task_id, graph, states, meta, self.clock))
+            result = await self.store.create_result(
+                summarize(task_id, graph, states, meta, self.clock)
+            )
 
         def close(cur: TaskMeta | None) -> TaskMeta | None:
             if cur is None or cur.status != TaskStatus.RUNNING:
@@ -286,6 +297,17 @@ class Scheduler:
 
         await self.store.update_meta(task_id, close)
         await self.outbox.finished(result)
+
+
+def _create_state(
+    subtask_id: str, role: str
+) -> Callable[[SubTaskState | None], SubTaskState | None]:
+    """A change that creates a pending sub-task state unless one exists."""
+
+    def create(cur: SubTaskState | None) -> SubTaskState | None:
+        return SubTaskState(id=subtask_id, role=role) if cur is None else None
+
+    return create
 
 
 def summarize(

@@ -26,8 +26,15 @@ from hivebus.contracts import (
     subjects,
 )
 from hivebus.contracts.subjects import EventKind
-from hivebus.core import HivebusConfig, Settings, bind_ids, get_logger, jetstream, new_broker
-from hivebus.core import publish_event
+from hivebus.core import (
+    HivebusConfig,
+    Settings,
+    bind_ids,
+    get_logger,
+    jetstream,
+    new_broker,
+    publish_event,
+)
 from hivebus.orchestrator.scheduler import Scheduler
 from hivebus.orchestrator.state import KvStore
 from hivebus.orchestrator.validation import task_id_of
@@ -51,10 +58,12 @@ class BusOutbox:
         await publish_event(
             self.broker,
             assignment,
-            subjects.work(assignment.role),
-            subjects.WORK_STREAM,
-            subjects.msg_id(assignment.task_id, assignment.subtask_id, assignment.attempt, "dispatch"),
-            self.settings,
+            subject=subjects.work(assignment.role),
+            stream=subjects.WORK_STREAM,
+            msg_id=subjects.msg_id(
+                assignment.task_id, assignment.subtask_id, assignment.attempt, "dispatch"
+            ),
+            settings=self.settings,
         )
 
     async def rejected(self, event: TaskRejected) -> None:
@@ -62,10 +71,10 @@ class BusOutbox:
         await publish_event(
             self.broker,
             event,
-            subjects.event(event.task_id, EventKind.TASK_REJECTED),
-            subjects.EVENTS_STREAM,
-            subjects.msg_id(event.task_id, "-", 0, "rejected"),
-            self.settings,
+            subject=subjects.event(event.task_id, EventKind.TASK_REJECTED),
+            stream=subjects.EVENTS_STREAM,
+            msg_id=subjects.msg_id(event.task_id, "-", 0, "rejected"),
+            settings=self.settings,
         )
 
     async def finished(self, event: TaskFinished) -> None:
@@ -73,10 +82,10 @@ class BusOutbox:
         await publish_event(
             self.broker,
             event,
-            subjects.event(event.task_id, EventKind.TASK_FINISHED),
-            subjects.EVENTS_STREAM,
-            subjects.msg_id(event.task_id, "-", 0, "finished"),
-            self.settings,
+            subject=subjects.event(event.task_id, EventKind.TASK_FINISHED),
+            stream=subjects.EVENTS_STREAM,
+            msg_id=subjects.msg_id(event.task_id, "-", 0, "finished"),
+            settings=self.settings,
         )
 
 
@@ -84,7 +93,7 @@ async def _settle_after(msg: NatsMessage, work: Any) -> None:
     try:
         await work
     except (ContractError, ValidationError) as exc:
-        log.error("event_cannot_apply", error=str(exc), subject=msg.raw_message.subject)
+        log.exception("event_cannot_apply", error=str(exc), subject=msg.raw_message.subject)
         await msg.reject()
         return
     except Exception as exc:  # noqa: BLE001 - transient by default; max_deliver bounds it
@@ -109,7 +118,9 @@ class OrchestratorService:
         js = await jetstream(self.broker)
         kv = await js.key_value(subjects.TASKS_BUCKET)
         self.scheduler = Scheduler(
-            KvStore(kv, self.settings.kv_cas_attempts), BusOutbox(self.broker, self.settings), self.config
+            KvStore(kv, self.settings.kv_cas_attempts),
+            BusOutbox(self.broker, self.settings),
+            self.config,
         )
 
     def _scheduler(self) -> Scheduler:
@@ -117,7 +128,11 @@ class OrchestratorService:
             raise RuntimeError("OrchestratorService.prepare() was not awaited")
         return self.scheduler
 
-    async def on_submit(self, body: TaskSubmitted | Any, msg: NatsMessage) -> None:
+    async def on_submit(
+        self,
+        body: TaskSubmitted | Any,  # noqa: ARG002 - documents the payload in AsyncAPI
+        msg: NatsMessage,
+    ) -> None:
         """`TaskSubmitted` on TASKS: accept (idempotently) or reject with every error.
 
         The body is validated here rather than by the broker, so bad input is answered

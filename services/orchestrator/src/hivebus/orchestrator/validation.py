@@ -5,7 +5,6 @@ Every problem is collected, so one `TaskRejected` can list them all.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from pydantic import ValidationError
@@ -53,7 +52,46 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def _semantic_errors(raw_subtasks: list[Any], config: HivebusConfig, budget: TaskBudget | None) -> list[str]:
+def _subtask_errors(
+    where: str, raw: dict[str, Any], config: HivebusConfig, budget: TaskBudget | None
+) -> list[str]:
+    """Role, model and limit checks of one raw sub-task."""
+    errors: list[str] = []
+    role_name = raw.get("role")
+    role = config.roles.get(role_name) if isinstance(role_name, str) else None
+    if isinstance(role_name, str) and role is None:
+        errors.append(f"{where}: unknown role {role_name!r}; known roles: {sorted(config.roles)}")
+    model = raw.get("model")
+    if isinstance(model, str) and role is not None and not role.allows_model(model):
+        errors.append(
+            f"{where}: role {role_name!r} does not allow model {model!r} "
+            f"(allow_models: {role.allow_models or 'none'})"
+        )
+    errors.extend(_limit_errors(where, raw.get("limits"), role.limits if role else None, budget))
+    return errors
+
+
+def _graph_errors(ids: list[str], edges: dict[str, list[str]]) -> list[str]:
+    """Unknown dependencies, self-dependencies and cycles."""
+    errors: list[str] = []
+    known = set(ids)
+    for sid, deps in edges.items():
+        for dep in deps:
+            if dep == sid:
+                errors.append(f"sub-task {sid!r} depends on itself")
+            elif dep not in known:
+                errors.append(f"sub-task {sid!r} depends on unknown sub-task {dep!r}")
+    cycle = find_cycle(
+        {sid: [d for d in deps if d in known and d != sid] for sid, deps in edges.items()}
+    )
+    if cycle is not None:
+        errors.append(f"the plan has a dependency cycle: {' -> '.join(cycle)}")
+    return errors
+
+
+def _semantic_errors(
+    raw_subtasks: list[Any], config: HivebusConfig, budget: TaskBudget | None
+) -> list[str]:
     """Checks on the raw sub-task list, lenient to bad shapes so every error is found."""
     errors: list[str] = []
     ids: list[str] = []
@@ -63,39 +101,21 @@ def _semantic_errors(raw_subtasks: list[Any], config: HivebusConfig, budget: Tas
             continue
         sid = raw.get("id")
         where = f"plan.subtasks.{index}" + (f" ({sid})" if isinstance(sid, str) else "")
+        deps = raw.get("depends_on") or []
+        deps = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
         if isinstance(sid, str):
             if sid in edges:
                 errors.append(f"{where}: duplicate sub-task id {sid!r}")
+            else:
+                edges[sid] = deps
             ids.append(sid)
-        deps = raw.get("depends_on") or []
-        deps = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
-        if isinstance(sid, str) and sid not in edges:
-            edges[sid] = deps
-        role_name = raw.get("role")
-        role = config.roles.get(role_name) if isinstance(role_name, str) else None
-        if isinstance(role_name, str) and role is None:
-            errors.append(f"{where}: unknown role {role_name!r}; known roles: {sorted(config.roles)}")
-        model = raw.get("model")
-        if isinstance(model, str) and role is not None and not role.allows_model(model):
-            errors.append(
-                f"{where}: role {role_name!r} does not allow model {model!r} "
-                f"(allow_models: {role.allow_models or 'none'})"
-            )
-        errors.extend(_limit_errors(where, raw.get("limits"), role.limits if role else None, budget))
-    known = set(ids)
-    for sid, deps in edges.items():
-        for dep in deps:
-            if dep == sid:
-                errors.append(f"sub-task {sid!r} depends on itself")
-            elif dep not in known:
-                errors.append(f"sub-task {sid!r} depends on unknown sub-task {dep!r}")
-    cycle = find_cycle({sid: [d for d in deps if d in known and d != sid] for sid, deps in edges.items()})
-    if cycle is not None:
-        errors.append(f"the plan has a dependency cycle: {' -> '.join(cycle)}")
-    return errors
+        errors.extend(_subtask_errors(where, raw, config, budget))
+    return errors + _graph_errors(ids, edges)
 
 
-def _limit_errors(where: str, raw_limits: Any, role_limits: Limits | None, budget: TaskBudget | None) -> list[str]:
+def _limit_errors(
+    where: str, raw_limits: Any, role_limits: Limits | None, budget: TaskBudget | None
+) -> list[str]:
     if budget is None:
         return []
     limits: Limits | None = role_limits
@@ -151,7 +171,11 @@ def validate_submission(raw: Any, config: HivebusConfig) -> tuple[TaskSubmitted 
 
 def task_id_of(raw: Any, header_id: str | None) -> str | None:
     """The task id to answer a rejection on: the body's if valid, else the message id header."""
-    if isinstance(raw, dict) and isinstance(raw.get("task_id"), str) and is_identifier(raw["task_id"]):
+    if (
+        isinstance(raw, dict)
+        and isinstance(raw.get("task_id"), str)
+        and is_identifier(raw["task_id"])
+    ):
         return str(raw["task_id"])
     if header_id and is_identifier(header_id):
         return header_id

@@ -33,7 +33,8 @@ class ModelFactory:
             key = self.settings.anthropic_api_key
             if key is None:
                 raise ModelError(
-                    f"{route} needs an API key: set ANTHROPIC_API_KEY (or HIVEBUS_ANTHROPIC_API_KEY)"
+                    f"{route} needs an API key: "
+                    "set ANTHROPIC_API_KEY (or HIVEBUS_ANTHROPIC_API_KEY)"
                 )
             return AnthropicModel(
                 route,

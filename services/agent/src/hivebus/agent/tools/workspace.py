@@ -21,7 +21,8 @@ def resolve_in_workspace(root: Path, relative: str) -> Path:
     """Map a model-given relative path into the workspace, or raise `ToolFailure`."""
     if not relative or "\x00" in relative:
         raise ToolFailure(
-            "empty or invalid path", "give a relative path such as 'notes/a.md'",
+            "empty or invalid path",
+            "give a relative path such as 'notes/a.md'",
             ToolErrorKind.INVALID_ARGUMENTS,
         )
     pure = PurePosixPath(relative.replace("\\", "/"))
@@ -44,7 +45,8 @@ def resolve_in_workspace(root: Path, relative: str) -> Path:
             )
     if not candidate.resolve().is_relative_to(root):
         raise ToolFailure(
-            f"path {relative!r} leaves the workspace", "use a relative path",
+            f"path {relative!r} leaves the workspace",
+            "use a relative path",
             ToolErrorKind.INVALID_ARGUMENTS,
         )
     return candidate
