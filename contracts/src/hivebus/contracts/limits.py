@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class Limits(BaseModel):
     """Bounds on one run of an agent at a sub-task; every one is on by default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_steps: int = Field(default=20, ge=1, le=10_000, description="Model calls plus tool calls.")
     max_tokens: int = Field(
@@ -21,7 +21,7 @@ class Limits(BaseModel):
 class TaskBudget(BaseModel):
     """Bounds on one task across all its runs and agents."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_tokens: int = Field(default=1_000_000, ge=1, description="Tokens across every run.")
     max_cost_usd: float = Field(default=10.0, ge=0, description="Cost across every run, in USD.")
@@ -33,7 +33,7 @@ class TaskBudget(BaseModel):
 class Usage(BaseModel):
     """What a run (or a whole task) consumed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     input_tokens: int = Field(default=0, ge=0, description="Tokens sent to models.")
     output_tokens: int = Field(default=0, ge=0, description="Tokens produced by models.")

@@ -48,6 +48,10 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+class WallClockExceeded(Exception):  # noqa: N818 - a signal inside the loop, never escapes it
+    """The run's wall-clock limit expired during a model call."""
+
+
 @dataclass
 class RunOutcome:
     """How a run ended: status, reason, output (final or partial) and usage."""
@@ -135,6 +139,13 @@ class AgentLoop:
             return await self._loop()
         except AgentError as exc:
             return self._finish(SubTaskStatus.FAILED, str(exc), self.last_text)
+        except Exception as exc:  # a bug in an adapter or a tool must still end the run
+            log.exception("run_crashed")
+            return self._finish(
+                SubTaskStatus.FAILED,
+                f"internal error: {type(exc).__name__}: {exc}",
+                self.last_text,
+            )
 
     async def _loop(self) -> RunOutcome:
         while True:
@@ -143,7 +154,7 @@ class AgentLoop:
                 return self._over(hit)
             try:
                 response = await self._call_model()
-            except TimeoutError:
+            except WallClockExceeded:
                 return self._over(
                     LimitHit("max_wall_s", round(self._wall(), 3), self.limits.max_wall_s)
                 )
@@ -177,15 +188,19 @@ class AgentLoop:
         remaining = self.limits.max_wall_s - self._wall()
         error: str | None = None
         response: ModelResponse | None = None
+        deadline = asyncio.timeout(max(remaining, 0.001))
         try:
-            async with asyncio.timeout(max(remaining, 0.001)):
+            async with deadline:
                 response = await self.ctx.model.complete(request)
         except ModelError as exc:
             error = str(exc)
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the adapter's own timeout, not our wall clock
+                error = f"model call timed out: {exc or 'TimeoutError'}"
+                raise ModelError(error, retryable=True) from exc
             error = "the model call outlived the run's wall-clock limit"
-            raise
+            raise WallClockExceeded from exc
         finally:
             self.usage.steps += 1
             if response is not None:

@@ -55,25 +55,20 @@ class Tool:
         return inspect.iscoroutinefunction(self.func)
 
 
-def _build_tool(
-    func: Callable[..., Any], tier: Tier | str, timeout_s: float, name: str | None
-) -> Tool:
-    tool_name = name or func.__name__
-    description = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0].strip()
-    if not description:
-        raise ToolDefinitionError(
-            f"tool {tool_name!r} has no docstring: its first paragraph is the description "
-            "the model reads"
-        )
+def _arguments(func: Callable[..., Any], tool_name: str) -> tuple[type[BaseModel], str | None]:
+    """The pydantic model of a tool's arguments, and the name of its `ToolContext` parameter."""
     try:
         hints = get_type_hints(func)
+        parameters = inspect.signature(func).parameters.values()
     except NameError as exc:
         raise ToolDefinitionError(
             f"tool {tool_name!r} has an unresolvable annotation: {exc}"
         ) from exc
+    except (ValueError, TypeError) as exc:
+        raise ToolDefinitionError(f"tool {tool_name!r} has no inspectable signature") from exc
     fields: dict[str, Any] = {}
     context_param = None
-    for param in inspect.signature(func).parameters.values():
+    for param in parameters:
         if param.kind in {param.VAR_POSITIONAL, param.VAR_KEYWORD}:
             raise ToolDefinitionError(f"tool {tool_name!r}: *args/**kwargs are not allowed")
         annotation = hints.get(param.name)
@@ -86,18 +81,38 @@ def _build_tool(
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    args_model = create_model(
-        f"{tool_name}_args",
-        __config__=ConfigDict(extra="forbid"),
-        **fields,
-    )
+    model = create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    return model, context_param
+
+
+def _build_tool(
+    func: Callable[..., Any], tier: Tier | str, timeout_s: float, name: str | None
+) -> Tool:
+    tool_name = name or getattr(func, "__name__", None)
+    if not isinstance(tool_name, str) or not tool_name.isidentifier():
+        raise ToolDefinitionError(
+            f"cannot name the tool {func!r}: pass @tool(name=...) or use a plain function"
+        )
+    try:
+        tool_tier = Tier(tier)
+    except ValueError as exc:
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: unknown tier {tier!r}; use one of {[t.value for t in Tier]}"
+        ) from exc
+    description = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0].strip()
+    if not description:
+        raise ToolDefinitionError(
+            f"tool {tool_name!r} has no docstring: its first paragraph is the description "
+            "the model reads"
+        )
     if timeout_s <= 0:
         raise ToolDefinitionError(f"tool {tool_name!r}: timeout_s must be positive")
+    args_model, context_param = _arguments(func, tool_name)
     return Tool(
         name=tool_name,
         description=description,
         args_model=args_model,
-        tier=Tier(tier),
+        tier=tool_tier,
         timeout_s=timeout_s,
         func=func,
         context_param=context_param,

@@ -108,13 +108,20 @@ class Toolbox:
         return await self._invoke(found, kwargs, limit)
 
     async def _invoke(self, found: Tool, kwargs: dict[str, Any], limit: float) -> ToolResult:
+        deadline = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout(limit):
+            async with deadline:
                 if found.is_async:
                     value = await found.func(**kwargs)
                 else:
                     value = await asyncio.to_thread(functools.partial(found.func, **kwargs))
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the tool's own timeout (a socket, say): transient
+                return ToolResult.failure(
+                    ToolErrorKind.TRANSIENT,
+                    f"tool {found.name!r} timed out inside: {exc or 'TimeoutError'}",
+                    "try again later, or continue without this result",
+                )
             return ToolResult.failure(
                 ToolErrorKind.TIMEOUT,
                 f"tool {found.name!r} did not finish within {limit:g}s",

@@ -31,13 +31,20 @@ EXIT_CODES: dict[TaskStatus, int] = {
 _MARKS = {SubTaskStatus.COMPLETED: "[green]✔[/]", SubTaskStatus.BLOCKED: "[yellow]⊘[/]"}
 
 
+def short_route(route: str) -> str:
+    """A model route for display: `scripted:` routes by file name only."""
+    provider, _, name = route.partition(":")
+    return f"{provider}:{name.rsplit('/', 1)[-1]}" if provider == "scripted" else route
+
+
 def progress_line(event: BaseModel) -> str | None:
     """One line of live progress for an event, or None for events not worth a line."""
     if isinstance(event, SubTaskStarted):
-        return f"[cyan]▶[/] {event.subtask_id} started ({event.role}, {event.model})"
+        return f"[cyan]▶[/] {event.subtask_id} started ({event.role}, {short_route(event.model)})"
     if isinstance(event, StepRecorded):
         flag = "[red]error[/]" if event.error else "ok"
-        return f"    {event.subtask_id} step {event.step}: {event.step_kind} {event.name} {flag}"
+        name = short_route(event.name)
+        return f"    {event.subtask_id} step {event.step}: {event.step_kind} {name} {flag}"
     if isinstance(event, SubTaskFinished):
         mark = _MARKS.get(event.status, "[red]✘[/]")
         return f"{mark} {event.subtask_id} {event.status.value}: {event.reason}"

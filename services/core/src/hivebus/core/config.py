@@ -39,7 +39,7 @@ class RoleConfig(BaseModel):
 class Price(BaseModel):
     """USD per million tokens for one model route."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)

@@ -41,7 +41,11 @@ def configure_logging(
 
 
 def bind_ids(**ids: str | int | None) -> None:
-    """Bind `task_id`, `subtask_id`, `run_id`, ... to every log line of the current context."""
+    """Bind `task_id`, `subtask_id`, `run_id`, ... to every log line of the current context.
+
+    Earlier bindings are cleared first, so a handler never logs the ids of a previous message.
+    """
+    structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v is not None})
 
 

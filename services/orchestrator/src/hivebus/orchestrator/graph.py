@@ -15,6 +15,8 @@ class Graph:
     specs: dict[str, SubTaskSpec]
     index: dict[str, int]
     dependents: dict[str, tuple[str, ...]]
+    dep_position: dict[tuple[str, str], int]
+    in_degree: dict[str, int]
     roots: tuple[str, ...]
 
     @classmethod
@@ -23,14 +25,21 @@ class Graph:
         specs = {spec.id: spec for spec in plan.subtasks}
         index = {spec.id: i for i, spec in enumerate(plan.subtasks)}
         dependents: dict[str, list[str]] = {sid: [] for sid in specs}
+        dep_position: dict[tuple[str, str], int] = {}
+        in_degree: dict[str, int] = {}
         for spec in plan.subtasks:
-            for dep in spec.depends_on:
+            distinct = list(dict.fromkeys(spec.depends_on))  # a repeated id counts once
+            in_degree[spec.id] = len(distinct)
+            for position, dep in enumerate(distinct):
                 dependents[dep].append(spec.id)
+                dep_position[spec.id, dep] = position
         roots = tuple(spec.id for spec in plan.subtasks if not spec.depends_on)
         return cls(
             specs=specs,
             index=index,
             dependents={k: tuple(v) for k, v in dependents.items()},
+            dep_position=dep_position,
+            in_degree=in_degree,
             roots=roots,
         )
 

@@ -30,7 +30,7 @@ from hivebus.contracts import (
 )
 from hivebus.core import Clock, HivebusConfig, SystemClock, get_logger
 from hivebus.orchestrator.graph import Graph, GraphCache
-from hivebus.orchestrator.state import StateStore, SubTaskState, TaskMeta
+from hivebus.orchestrator.state import StateStore, SubTaskState, TaskMeta, set_bits
 from hivebus.orchestrator.validation import validate_submission
 
 log = get_logger(__name__)
@@ -119,10 +119,10 @@ class Scheduler:
 
     async def _dispatch_if_ready(self, submission: TaskSubmitted, graph: Graph, sid: str) -> None:
         spec = graph.specs[sid]
-        needed = len(spec.depends_on)
+        needed = graph.in_degree[sid]
 
         def make_ready(cur: SubTaskState | None) -> SubTaskState | None:
-            if cur is None or cur.status != S.PENDING or len(cur.deps_done) < needed:
+            if cur is None or cur.status != S.PENDING or cur.deps_done < needed:
                 return None
             return cur.model_copy(update={"status": transition(cur.status, S.READY)})
 
@@ -165,10 +165,12 @@ class Scheduler:
         """A run began: `dispatched -> running` (ignored if stale or already further)."""
 
         def run(cur: SubTaskState | None) -> SubTaskState | None:
-            if cur is None or cur.attempt != event.attempt or cur.status != S.DISPATCHED:
+            if cur is None or cur.attempt != event.attempt:
+                return None
+            if cur.status not in {S.READY, S.DISPATCHED}:
                 return None
             return cur.model_copy(
-                update={"status": transition(cur.status, S.RUNNING), "run_id": event.run_id}
+                update={"status": _advance(cur.status, S.RUNNING), "run_id": event.run_id}
             )
 
         await self.store.update_subtask(event.task_id, event.subtask_id, run)
@@ -186,12 +188,9 @@ class Scheduler:
         def apply(cur: SubTaskState | None) -> SubTaskState | None:
             if cur is None or cur.attempt != event.attempt or cur.status in SUBTASK_TERMINAL:
                 return None  # stale attempt or already applied: a duplicate changes nothing
-            status = cur.status
-            if status == S.DISPATCHED:
-                status = transition(status, S.RUNNING)  # the started event may come later
             return cur.model_copy(
                 update={
-                    "status": transition(status, event.status),
+                    "status": _advance(cur.status, event.status),
                     "run_id": event.run_id,
                     "reason": event.reason,
                     "output": event.output,
@@ -230,10 +229,16 @@ class Scheduler:
     async def _mark_dependency_done(
         self, submission: TaskSubmitted, graph: Graph, dependent: str, dep: str
     ) -> None:
+        size = graph.in_degree[dependent]
+        position = graph.dep_position[dependent, dep]
+
         def add(cur: SubTaskState | None) -> SubTaskState | None:
-            if cur is None or dep in cur.deps_done:
+            if cur is None:
                 return None
-            return cur.model_copy(update={"deps_done": [*cur.deps_done, dep]})
+            bits, added = set_bits(cur.deps_bits, size, [position])
+            if not added:
+                return None
+            return cur.model_copy(update={"deps_bits": bits, "deps_done": cur.deps_done + added})
 
         await self.store.update_subtask(submission.task_id, dependent, add)
         await self._dispatch_if_ready(submission, graph, dependent)
@@ -272,13 +277,17 @@ class Scheduler:
     # -- the end -------------------------------------------------------------------------
 
     async def _finish(self, submission: TaskSubmitted, graph: Graph) -> None:
-        """Build `TaskFinished` once (stored first), then publish it (idempotent)."""
+        """Store `TaskFinished` once, publish it, then close the task.
+
+        Closing comes last, so a closed task's result was published: a late duplicate result
+        publishes nothing, and a crash before closing republishes the same stored event.
+        """
         task_id = submission.task_id
+        meta = await self.store.read_meta(task_id)
+        if meta is None or meta.status != TaskStatus.RUNNING:
+            return
         result = await self.store.read_result(task_id)
         if result is None:
-            meta = await self.store.read_meta(task_id)
-            if meta is None:
-                return
             states = []
             for sid in graph.specs:
                 state = await self.store.read_subtask(task_id, sid)
@@ -295,8 +304,26 @@ class Scheduler:
                 update={"status": transition(cur.status, result.status), "reason": result.reason}
             )
 
-        await self.store.update_meta(task_id, close)
         await self.outbox.finished(result)
+        await self.store.update_meta(task_id, close)
+
+
+_WAY_TO_RUNNING = (S.READY, S.DISPATCHED, S.RUNNING)
+
+
+def _advance(current: SubTaskStatus, target: SubTaskStatus) -> SubTaskStatus:
+    """Move to `target`, first through the steps a fast agent's event may have overtaken.
+
+    A result can arrive before the scheduler recorded `dispatched` (the publish was acked
+    but the orchestrator crashed, or the agent was quicker) or before `started` was applied;
+    each intermediate move still goes through the transition table.
+    """
+    if current in _WAY_TO_RUNNING:
+        for step in _WAY_TO_RUNNING[_WAY_TO_RUNNING.index(current) + 1 :]:
+            if target == step:
+                break
+            current = transition(current, step)
+    return transition(current, target)
 
 
 def _create_state(

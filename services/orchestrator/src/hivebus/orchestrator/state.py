@@ -24,6 +24,28 @@ from hivebus.contracts import SubTaskStatus, TaskFinished, TaskStatus, TaskSubmi
 from hivebus.core import kv as kvcas
 
 
+def bit_is_set(bits: str, index: int) -> bool:
+    """Whether bit `index` is set in a base64 bitmap."""
+    raw = base64.b64decode(bits) if bits else b""
+    return index // 8 < len(raw) and bool(raw[index // 8] & (1 << (index % 8)))
+
+
+def set_bits(bits: str, size: int, indexes: list[int]) -> tuple[str, int]:
+    """The bitmap with `indexes` set, and how many of them were not set before.
+
+    Setting a bit twice changes nothing, which is what makes replaying an event harmless.
+    """
+    raw = bytearray(base64.b64decode(bits) if bits else b"")
+    raw.extend(b"\0" * ((size + 7) // 8 - len(raw)))
+    added = 0
+    for index in indexes:
+        mask = 1 << (index % 8)
+        if not raw[index // 8] & mask:
+            raw[index // 8] |= mask
+            added += 1
+    return base64.b64encode(bytes(raw)).decode(), added
+
+
 class TaskMeta(BaseModel):
     """The small, often-updated part of a task's state."""
 
@@ -39,27 +61,14 @@ class TaskMeta(BaseModel):
 
     def is_finished(self, index: int) -> bool:
         """Whether sub-task number `index` is already counted as finished."""
-        bits = base64.b64decode(self.finished_bits) if self.finished_bits else b""
-        return index // 8 < len(bits) and bool(bits[index // 8] & (1 << (index % 8)))
+        return bit_is_set(self.finished_bits, index)
 
     def with_finished(self, indexes: list[int]) -> TaskMeta | None:
         """A copy with these sub-tasks marked finished, or None when nothing changes."""
-        bits = bytearray(base64.b64decode(self.finished_bits) if self.finished_bits else b"")
-        bits.extend(b"\0" * ((self.total + 7) // 8 - len(bits)))
-        added = 0
-        for index in indexes:
-            mask = 1 << (index % 8)
-            if not bits[index // 8] & mask:
-                bits[index // 8] |= mask
-                added += 1
+        bits, added = set_bits(self.finished_bits, self.total, indexes)
         if not added:
             return None
-        return self.model_copy(
-            update={
-                "finished_bits": base64.b64encode(bytes(bits)).decode(),
-                "finished": self.finished + added,
-            }
-        )
+        return self.model_copy(update={"finished_bits": bits, "finished": self.finished + added})
 
 
 class SubTaskState(BaseModel):
@@ -71,7 +80,10 @@ class SubTaskState(BaseModel):
     role: str
     status: SubTaskStatus = SubTaskStatus.PENDING
     attempt: int = 1
-    deps_done: list[str] = Field(default_factory=list)
+    deps_bits: str = Field(
+        default="", description="Base64 bitmap over `depends_on` positions: which completed."
+    )
+    deps_done: int = Field(default=0, ge=0, description="How many dependencies completed.")
     run_id: str | None = None
     reason: str = ""
     blocked_by: str | None = None

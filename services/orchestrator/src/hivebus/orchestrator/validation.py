@@ -5,6 +5,7 @@ Every problem is collected, so one `TaskRejected` can list them all.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from pydantic import ValidationError
@@ -76,9 +77,13 @@ def _graph_errors(ids: list[str], edges: dict[str, list[str]]) -> list[str]:
     errors: list[str] = []
     known = set(ids)
     for sid, deps in edges.items():
+        repeated = sorted(dep for dep, count in Counter(deps).items() if count > 1)
+        if repeated:
+            errors.append(f"sub-task {sid!r} lists {repeated} more than once in depends_on")
         for dep in deps:
             if dep == sid:
                 errors.append(f"sub-task {sid!r} depends on itself")
+
             elif dep not in known:
                 errors.append(f"sub-task {sid!r} depends on unknown sub-task {dep!r}")
     cycle = find_cycle(
@@ -162,8 +167,8 @@ def validate_submission(raw: Any, config: HivebusConfig) -> tuple[TaskSubmitted 
             "plan: missing; automatic planning (a `planner` sub-task) is not available yet, "
             "so submit an explicit plan"
         )
-    elif isinstance(plan, dict) and isinstance(plan.get("subtasks"), list):
-        subtasks = plan["subtasks"]
+    elif isinstance(plan, dict) and isinstance(plan.get("subtasks"), list | tuple):
+        subtasks = list(plan["subtasks"])
         if len(subtasks) <= MAX_SUBTASKS:
             errors.extend(_semantic_errors(subtasks, config, budget))
     return (submission if not errors else None), errors

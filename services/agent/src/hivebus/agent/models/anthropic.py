@@ -110,14 +110,25 @@ class AnthropicModel:
             )
         except anthropic.AnthropicError as exc:
             raise classify(exc) from exc
-        texts: list[str] = []
-        calls: list[ToolCall] = []
-        for block in reply.content:
-            if block.type == "text":
-                texts.append(block.text)
-            elif block.type == "tool_use":
-                calls.append(ToolCall(id=block.id, name=block.name, args=block.input))
-        usage = TurnUsage(
-            input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens
-        )
-        return ModelResponse(text="\n".join(texts) or None, tool_calls=calls, usage=usage)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # A 200 whose body is not a Messages response (a proxy's HTML page, truncated JSON).
+            raise ModelError(f"model endpoint sent a malformed response: {exc}") from exc
+        try:
+            return _parse_reply(reply)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ModelError(f"model endpoint sent a malformed response: {exc}") from exc
+
+
+def _parse_reply(reply: Any) -> ModelResponse:
+    """Text, tool calls and usage from a Messages API response."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in reply.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            calls.append(ToolCall(id=block.id, name=block.name, args=block.input))
+    usage = TurnUsage(
+        input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens
+    )
+    return ModelResponse(text="\n".join(texts) or None, tool_calls=calls, usage=usage)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from hivebus.agent.errors import ModelError
-from hivebus.agent.models.anthropic import AnthropicModel
 from hivebus.agent.models.base import Model
 from hivebus.agent.models.scripted import ScriptedModel, load_script
 from hivebus.core import HivebusConfig, Settings
@@ -30,6 +29,9 @@ class ModelFactory:
                 path = self.config.base_dir / path
             return ScriptedModel(route, load_script(path))
         if provider == "anthropic":
+            # Imported here: the SDK takes over a second to import, and most runs never need it.
+            from hivebus.agent.models.anthropic import AnthropicModel  # noqa: PLC0415
+
             key = self.settings.anthropic_api_key
             if key is None:
                 raise ModelError(

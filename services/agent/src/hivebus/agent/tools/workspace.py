@@ -93,9 +93,18 @@ def write_file(path: str, content: str, context: ToolContext) -> dict[str, objec
             ToolErrorKind.INVALID_ARGUMENTS,
         )
     target = resolve_in_workspace(context.workspace, path)
+    if target == context.workspace.resolve() or target.is_dir():
+        raise ToolFailure(
+            f"{path!r} is a directory",
+            "give a file path such as 'notes/summary.md'",
+            ToolErrorKind.INVALID_ARGUMENTS,
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file and rename, so a reader never sees half a file.
-    tmp = target.with_name(f".{target.name}.{context.run_id}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    # Write to a temporary file beside the target and rename, so a reader never sees half a file.
+    tmp = target.parent / f".{target.name}.{context.run_id}.tmp"
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"path": path, "bytes": len(data)}

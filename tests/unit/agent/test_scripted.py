@@ -1,0 +1,227 @@
+"""The scripted model: a validated list of turns, replayed by position in the conversation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hivebus.agent.errors import ModelError, ScriptError
+from hivebus.agent.models.base import (
+    Message,
+    ModelRequest,
+    ToolCall,
+    ToolOutcome,
+    TurnUsage,
+)
+from hivebus.agent.models.scripted import (
+    CHARS_PER_TOKEN,
+    ScriptedModel,
+    load_script,
+    parse_script,
+)
+from hivebus.contracts import ToolResult
+
+ROUTE = "scripted:test.yaml"
+
+
+def conversation(assistant_turns: int, *, system: str = "sys") -> ModelRequest:
+    """A request whose conversation already holds `assistant_turns` assistant turns."""
+    messages = [Message(role="user", text="do the thing")]
+    for n in range(1, assistant_turns + 1):
+        call = ToolCall(id=f"call_{n}", name="lookup", args={"key": n})
+        messages.append(Message(role="assistant", tool_calls=[call]))
+        outcome = ToolOutcome(call_id=call.id, name="lookup", result=ToolResult.success(n))
+        messages.append(Message(role="tool", tool_results=[outcome]))
+    return ModelRequest(system=system, messages=messages)
+
+
+def model(data: list[Any]) -> ScriptedModel:
+    """A scripted model built from in-memory script data."""
+    return ScriptedModel(ROUTE, parse_script(data, "test.yaml"))
+
+
+# --- parse_script -----------------------------------------------------------------------------
+
+
+def test_parse_script_accepts_text_tool_usage_and_repeat() -> None:
+    """Text turns, tool turns with args, scripted usage and a final `then: repeat` all parse."""
+    script = parse_script(
+        [
+            {"text": "thinking done"},
+            {
+                "tool": "lookup",
+                "args": {"key": "a"},
+                "usage": {"input_tokens": 10, "output_tokens": 2},
+            },
+            {"then": "repeat"},
+        ],
+        "s.yaml",
+    )
+    assert script.repeat_last
+    assert len(script.turns) == 2
+    first, second = script.turns
+    assert (first.text, first.tool, first.usage) == ("thinking done", None, None)
+    assert (second.tool, second.args) == ("lookup", {"key": "a"})
+    assert second.usage == TurnUsage(input_tokens=10, output_tokens=2)
+
+
+def test_parse_script_without_repeat_does_not_repeat() -> None:
+    """A script without `then: repeat` keeps every entry as a turn and does not repeat."""
+    script = parse_script([{"tool": "lookup"}, {"text": "done"}], "s.yaml")
+    assert not script.repeat_last
+    assert [t.tool or t.text for t in script.turns] == ["lookup", "done"]
+    assert script.turns[0].args == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ([], "must be a non-empty YAML list"),
+        (None, "must be a non-empty YAML list"),
+        ({"text": "hi"}, "must be a non-empty YAML list"),
+        ("text: hi", "must be a non-empty YAML list"),
+        ([{"then": "repeat"}], "`then: repeat` needs a turn before it"),
+        ([{"text": "a", "tool": "lookup"}], "turn 1: Value error, each turn needs exactly one"),
+        ([{"text": "a"}, {"args": {"k": 1}}], "turn 2: Value error, each turn needs exactly one"),
+        ([{"text": "a"}, {"then": "repeat"}, {"text": "b"}], "turn 2:"),
+        ([{"text": "a"}, {"then": "again"}], "turn 2:"),
+        ([{"txt": "a"}], "turn 1:"),
+        (["hello"], "turn 1:"),
+        ([{"text": "a"}, {"tool": "x", "usage": {"input_tokens": -1}}], "turn 2:"),
+    ],
+    ids=[
+        "empty",
+        "null",
+        "mapping",
+        "string",
+        "repeat-alone",
+        "both-text-and-tool",
+        "neither",
+        "repeat-not-last",
+        "unknown-then",
+        "misspelt-key",
+        "not-a-mapping",
+        "negative-usage",
+    ],
+)
+def test_parse_script_rejects_bad_scripts_naming_the_place(data: Any, expected: str) -> None:
+    """An invalid script raises `ScriptError` naming the script and, per turn, the turn number."""
+    with pytest.raises(ScriptError) as caught:
+        parse_script(data, "bad.yaml")
+    message = str(caught.value)
+    assert "bad.yaml" in message
+    assert expected in message
+    assert not caught.value.retryable
+
+
+def test_load_script_reads_yaml(tmp_path: Path) -> None:
+    """A YAML file with `- then: repeat` loads into the same script as the data would."""
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "- tool: lookup\n  args: {key: a}\n- text: done\n- then: repeat\n", encoding="utf-8"
+    )
+    script = load_script(path)
+    assert script.repeat_last
+    assert [t.tool or t.text for t in script.turns] == ["lookup", "done"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "cannot read script"), ("- text: [unclosed\n", "is not valid YAML")],
+    ids=["missing", "bad-yaml"],
+)
+def test_load_script_reports_unreadable_files(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    """A missing or unparsable file is a `ScriptError` naming the file."""
+    path = tmp_path / "s.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ScriptError, match=expected) as caught:
+        load_script(path)
+    assert str(path) in str(caught.value)
+
+
+# --- ScriptedModel ----------------------------------------------------------------------------
+
+
+async def test_scripted_model_plays_the_turn_after_the_assistant_turns_so_far() -> None:
+    """The turn played is chosen by how many assistant turns the conversation already has."""
+    scripted = model(
+        [
+            {"tool": "lookup", "args": {"key": "a"}},
+            {"tool": "lookup", "args": {"key": "b"}},
+            {"text": "done"},
+        ]
+    )
+    first = await scripted.complete(conversation(0))
+    second = await scripted.complete(conversation(1))
+    third = await scripted.complete(conversation(2))
+    assert first.tool_calls == [ToolCall(id="call_1", name="lookup", args={"key": "a"})]
+    assert first.text is None
+    assert second.tool_calls == [ToolCall(id="call_2", name="lookup", args={"key": "b"})]
+    assert third.text == "done"
+    assert third.tool_calls == []
+
+
+async def test_scripted_model_replays_the_same_turn_for_the_same_conversation() -> None:
+    """Asking twice at one position gives the same turn, so a resumed run continues in place."""
+    scripted = model([{"tool": "lookup"}, {"text": "done"}])
+    assert (await scripted.complete(conversation(1))).text == "done"
+    assert (await scripted.complete(conversation(1))).text == "done"
+    assert (await scripted.complete(conversation(0))).tool_calls[0].name == "lookup"
+
+
+async def test_exhausted_script_raises_script_error() -> None:
+    """Asking for a turn past the end of a script without repeat raises `ScriptError`."""
+    scripted = model([{"tool": "lookup"}, {"text": "done"}])
+    with pytest.raises(ScriptError) as caught:
+        await scripted.complete(conversation(2))
+    assert isinstance(caught.value, ModelError)
+    assert not caught.value.retryable
+    message = str(caught.value)
+    assert ROUTE in message
+    assert "has 2 turns and the run asked for turn 3" in message
+    assert "then: repeat" in message
+
+
+async def test_repeat_plays_the_last_turn_forever() -> None:
+    """With `then: repeat`, every turn past the end is the last scripted turn."""
+    scripted = model(
+        [{"text": "once"}, {"tool": "lookup", "args": {"key": "x"}}, {"then": "repeat"}]
+    )
+    assert (await scripted.complete(conversation(0))).text == "once"
+    for turns in (1, 2, 5, 40):
+        response = await scripted.complete(conversation(turns))
+        assert [(c.name, c.args) for c in response.tool_calls] == [("lookup", {"key": "x"})]
+
+
+async def test_scripted_usage_is_reported_as_written() -> None:
+    """A turn's scripted usage is reported instead of the estimate."""
+    scripted = model([{"text": "done", "usage": {"input_tokens": 1234, "output_tokens": 56}}])
+    response = await scripted.complete(conversation(0))
+    assert response.usage == TurnUsage(input_tokens=1234, output_tokens=56)
+
+
+async def test_default_usage_estimate_is_deterministic() -> None:
+    """Without scripted usage, tokens are characters / 4 + 1, the same on every call."""
+    scripted = model([{"text": "hello world!"}])
+    request = ModelRequest(system="abcd", messages=[Message(role="user", text="12345678")])
+    first = await scripted.complete(request)
+    second = await scripted.complete(request.model_copy(deep=True))
+    assert first.usage == second.usage
+    assert first.usage == TurnUsage(
+        input_tokens=(4 + 8) // CHARS_PER_TOKEN + 1,
+        output_tokens=len("hello world!") // CHARS_PER_TOKEN + 1,
+    )
+
+
+async def test_default_usage_estimate_grows_with_the_conversation() -> None:
+    """The input estimate counts tool calls and results, so a longer conversation costs more."""
+    scripted = model([{"tool": "lookup"}, {"then": "repeat"}])
+    short = await scripted.complete(conversation(1))
+    long = await scripted.complete(conversation(3))
+    assert long.usage.input_tokens > short.usage.input_tokens
+    assert long.usage.output_tokens == short.usage.output_tokens
