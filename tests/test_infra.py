@@ -1,0 +1,31 @@
+"""Shipped server configurations: valid for nats-server, durable by default."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import REPO
+
+from hivebus.core.embedded import nats_server_binary, server_config
+
+
+def test_shipped_config_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
+    """infra/nats/nats-server.conf passes `nats-server -t` and sets `sync_interval: always`."""
+    shipped = (REPO / "infra" / "nats" / "nats-server.conf").read_text(encoding="utf-8")
+    assert "sync_interval: always" in shipped
+    local = tmp_path / "nats.conf"
+    local.write_text(shipped.replace("/data/jetstream", str(tmp_path / "js")), encoding="utf-8")
+    checked = subprocess.run(
+        [str(nats_server_binary()), "-c", str(local), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_embedded_server_fsyncs_every_write(tmp_path: Path) -> None:
+    """The embedded server's generated configuration also uses `sync_interval: always`."""
+    assert "sync_interval: always" in server_config(4222, tmp_path)
