@@ -42,8 +42,9 @@ def sync() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     if not (BIN / "uv").exists():
         _run(BIN / "python", "-m", "pip", "install", "--quiet", "uv>=0.13,<0.14")
-    env_note = {"UV_PROJECT_ENVIRONMENT": str(VENV)}
-    os.environ.update(env_note)
+    os.environ["UV_PROJECT_ENVIRONMENT"] = str(VENV)
+    # Trust the platform's certificate store too (corporate proxies install their CA there).
+    os.environ.setdefault("UV_SYSTEM_CERTS", "1")
     _run(BIN / "uv", "sync", "--frozen", "--all-packages", "--python", BIN / "python")
     STAMP.touch()
 
