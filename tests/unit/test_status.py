@@ -101,7 +101,6 @@ def test_terminal_sets_are_the_documented_ones() -> None:
         T.TIMEOUT,
         T.BUDGET_EXCEEDED,
         T.CANCELLED,
-        T.REJECTED,
     } == TASK_TERMINAL
 
 

@@ -27,7 +27,10 @@ class SubTaskStatus(StrEnum):
 
 
 class TaskStatus(StrEnum):
-    """Where one task is in its life."""
+    """Where one task is in its life.
+
+    A refused submission never becomes a task: it gets a `TaskRejected` event and no state.
+    """
 
     SUBMITTED = "submitted"
     PLANNING = "planning"
@@ -38,7 +41,6 @@ class TaskStatus(StrEnum):
     TIMEOUT = "timeout"
     BUDGET_EXCEEDED = "budget_exceeded"
     CANCELLED = "cancelled"
-    REJECTED = "rejected"
 
 
 _S = SubTaskStatus
@@ -79,8 +81,8 @@ SUBTASK_TERMINAL: frozenset[SubTaskStatus] = frozenset(
 
 _T = TaskStatus
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    _T.SUBMITTED: frozenset({_T.PLANNING, _T.REJECTED, _T.CANCELLED}),
-    _T.PLANNING: frozenset({_T.RUNNING, _T.REJECTED, _T.FAILED, _T.CANCELLED, _T.TIMEOUT}),
+    _T.SUBMITTED: frozenset({_T.PLANNING, _T.CANCELLED}),
+    _T.PLANNING: frozenset({_T.RUNNING, _T.FAILED, _T.CANCELLED, _T.TIMEOUT}),
     _T.RUNNING: frozenset(
         {_T.COMPLETED, _T.PARTIAL, _T.FAILED, _T.TIMEOUT, _T.BUDGET_EXCEEDED, _T.CANCELLED}
     ),
@@ -90,7 +92,6 @@ TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     _T.TIMEOUT: frozenset(),
     _T.BUDGET_EXCEEDED: frozenset(),
     _T.CANCELLED: frozenset(),
-    _T.REJECTED: frozenset(),
 }
 """Allowed next statuses of a task."""
 

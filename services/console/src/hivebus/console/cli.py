@@ -16,9 +16,15 @@ from rich.console import Console
 
 from hivebus.console import demo as demo_assets
 from hivebus.console.client import HiveClient, PlanFileError, load_plan_file
-from hivebus.console.render import EXIT_CODES, progress_line, stderr_console, summary_table
+from hivebus.console.render import (
+    EXIT_CODES,
+    EXIT_REJECTED,
+    progress_line,
+    stderr_console,
+    summary_table,
+)
 from hivebus.console.stack import LocalStack, provision_all
-from hivebus.contracts import TaskFinished, TaskRejected, TaskStatus, json_schemas
+from hivebus.contracts import TaskFinished, TaskRejected, json_schemas
 from hivebus.core import ConfigError, HivebusConfig, Settings, configure_logging, load_config
 
 app = typer.Typer(
@@ -120,7 +126,7 @@ def _report(result: TaskFinished | TaskRejected, json_out: bool) -> int:
         if result.output is not None:
             Console().print_json(json.dumps(result.output, default=str))
     if isinstance(result, TaskRejected):
-        return EXIT_CODES[TaskStatus.REJECTED]
+        return EXIT_REJECTED
     return EXIT_CODES.get(result.status, EXIT_ERROR)
 
 

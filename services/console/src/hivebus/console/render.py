@@ -23,10 +23,12 @@ EXIT_CODES: dict[TaskStatus, int] = {
     TaskStatus.TIMEOUT: 5,
     TaskStatus.BUDGET_EXCEEDED: 6,
     TaskStatus.CANCELLED: 7,
-    TaskStatus.REJECTED: 8,
 }
 """Exit codes of `run`, `demo` and `submit --wait`: 0 only for `completed`.
 1 is an unexpected error, 2 a usage error (bad option, unreadable file)."""
+
+EXIT_REJECTED = 8
+"""Exit code when the submission was refused (`TaskRejected`)."""
 
 _MARKS = {SubTaskStatus.COMPLETED: "[green]✔[/]", SubTaskStatus.BLOCKED: "[yellow]⊘[/]"}
 
