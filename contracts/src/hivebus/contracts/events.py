@@ -74,6 +74,10 @@ class SubTaskAssigned(Event):
     limits: Limits
     model: str | None = Field(default=None, description="Model route chosen by the plan, if any.")
     output_schema: dict[str, Any] | None = None
+    subtask_kind: str | None = Field(default=None, description="The plan's `kind`, for routing.")
+    budget: TaskBudget = Field(
+        default_factory=TaskBudget, description="The task's budget, shared by all its runs."
+    )
     dependencies: list[DependencyOutput] = Field(default_factory=list)
 
 
@@ -86,6 +90,17 @@ class SubTaskStarted(Event):
     run_id: str
     role: RoleName
     model: str = Field(description="The model route the run uses.")
+
+
+class RetryRecord(BaseModel):
+    """One failed attempt inside a step that was tried again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(description="Model route or tool name.")
+    attempt: int = Field(ge=1)
+    error: str
+    delay_s: float = Field(ge=0, description="Backoff before the next attempt.")
 
 
 class StepRecorded(Event):
@@ -102,6 +117,11 @@ class StepRecorded(Event):
     output: Any = None
     error: str | None = None
     usage: Usage = Field(default_factory=Usage, description="Usage of this step alone.")
+    retries: list[RetryRecord] = Field(default_factory=list, description="Attempts retried.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the runtime did around the call: fallbacks, warnings to the model.",
+    )
 
 
 class SubTaskFinished(Event):
@@ -116,6 +136,30 @@ class SubTaskFinished(Event):
     reason: str = Field(description="Why the run ended so, in words a person can act on.")
     output: Any = Field(default=None, description="The final or partial output.")
     usage: Usage
+    limit: str | None = Field(default=None, description="The limit reached, if one was.")
+    flags: list[str] = Field(
+        default_factory=list, description="Findings of the output validators."
+    )
+
+
+class BudgetWarning(Event):
+    """The task has used 80% of its token or cost budget (sent once per task)."""
+
+    kind: Literal["budget_warning"] = "budget_warning"
+    used_tokens: int = Field(ge=0)
+    max_tokens: int = Field(ge=0)
+    used_cost_usd: float = Field(ge=0)
+    max_cost_usd: float = Field(ge=0)
+
+
+class BreakerChanged(Event):
+    """A circuit breaker around a model endpoint or a tool changed state."""
+
+    kind: Literal["breaker_changed"] = "breaker_changed"
+    subtask_id: Identifier = Field(description="The sub-task whose call caused the change.")
+    breaker: str = Field(description="`model:<route>` or `tool:<name>`.")
+    old: str
+    new: str
 
 
 class SubTaskSummary(BaseModel):
@@ -132,6 +176,7 @@ class SubTaskSummary(BaseModel):
     )
     usage: Usage = Field(default_factory=Usage)
     output: Any = None
+    flags: list[str] = Field(default_factory=list)
 
 
 class TaskFinished(Event):
@@ -154,5 +199,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     StepRecorded,
     SubTaskFinished,
     TaskFinished,
+    BudgetWarning,
+    BreakerChanged,
 )
 """Every event model, for schema export and decoding."""

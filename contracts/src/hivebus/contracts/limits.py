@@ -41,6 +41,7 @@ class Usage(BaseModel):
     steps: int = Field(default=0, ge=0, description="Model calls plus tool calls.")
     tool_calls: int = Field(default=0, ge=0, description="Tool calls.")
     wall_s: float = Field(default=0.0, ge=0, description="Wall-clock seconds.")
+    retries: int = Field(default=0, ge=0, description="Retried model and tool calls.")
 
     @property
     def tokens(self) -> int:
@@ -56,4 +57,5 @@ class Usage(BaseModel):
             steps=self.steps + other.steps,
             tool_calls=self.tool_calls + other.tool_calls,
             wall_s=round(self.wall_s + other.wall_s, 3),
+            retries=self.retries + other.retries,
         )

@@ -24,6 +24,11 @@ class SubTaskSpec(BaseModel):
     input: dict[str, Any] = Field(
         default_factory=dict, description="Extra structured input handed to the agent as is."
     )
+    kind: str | None = Field(
+        default=None,
+        max_length=64,
+        description="What sort of work this is; a role's `routes` pick its model by kind.",
+    )
     depends_on: list[Identifier] = Field(
         default_factory=list, description="Ids of sub-tasks whose outputs this one needs."
     )

@@ -15,6 +15,9 @@ SUBMIT = "hive.tasks.submit"
 WORK_ALL = "hive.work.*"
 EVENTS_ALL = "hive.events.>"
 
+LEDGER_KEY_SUFFIX = "ledger"
+"""KV key `<task>.ledger` in the `tasks` bucket: the task budget's reservations and usage."""
+
 ORCHESTRATOR_SUBMIT_CONSUMER = "orchestrator-submit"
 
 
@@ -26,6 +29,8 @@ class EventKind(StrEnum):
     STEP = "step"
     SUBTASK_FINISHED = "subtask_finished"
     TASK_FINISHED = "task_finished"
+    BUDGET_WARNING = "budget_warning"
+    BREAKER_CHANGED = "breaker_changed"
 
 
 RESULT_KINDS: tuple[EventKind, ...] = (EventKind.SUBTASK_STARTED, EventKind.SUBTASK_FINISHED)

@@ -41,10 +41,13 @@ class ToolFailure(AgentError):  # noqa: N818 - a deliberate signal from tool cod
 class ModelError(AgentError):
     """A model call failed; `retryable` is True for timeouts, connection errors, 429 and 5xx."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        """Describe the failure and whether a retry can help."""
+    def __init__(
+        self, message: str, *, retryable: bool = False, retry_after_s: float | None = None
+    ) -> None:
+        """Describe the failure, whether a retry can help, and when the server asks for one."""
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
 
 class ScriptError(ModelError):

@@ -36,3 +36,22 @@ def check_limits(
     if tool_call and usage.tool_calls >= limits.max_tool_calls:
         return LimitHit("max_tool_calls", usage.tool_calls, limits.max_tool_calls)
     return None
+
+
+SOFT_FRACTION = 0.8
+"""At this share of any limit the model is told to wrap up."""
+
+
+def soft_hits(limits: Limits, usage: Usage, wall_s: float) -> list[LimitHit]:
+    """Every limit at or past 80% of its bound."""
+    measured = (
+        ("max_steps", usage.steps, limits.max_steps),
+        ("max_tokens", usage.tokens, limits.max_tokens),
+        ("max_wall_s", round(wall_s, 3), limits.max_wall_s),
+        ("max_tool_calls", usage.tool_calls, limits.max_tool_calls),
+    )
+    return [
+        LimitHit(name, used, bound)
+        for name, used, bound in measured
+        if bound > 0 and used >= SOFT_FRACTION * bound
+    ]

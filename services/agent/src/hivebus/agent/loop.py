@@ -1,14 +1,20 @@
-"""The bounded agent loop: model call, tool calls, repeat; always ends with a terminal status.
+"""The bounded agent loop: every path ends in an explicit status with usage and output.
 
-check limits -> call the model -> run its tool calls -> check limits -> ...
-final text (valid against the output schema, if any) -> completed
-a limit reached -> budget_exceeded, with the limit named and the partial output kept
-a model that cannot answer -> failed, with the error
+    check limits (80%: tell the model to wrap up) -> model step -> tool calls -> repeat
+    final answer, valid against the output schema   -> completed
+    invalid answer, corrections left                -> the errors go back to the model
+    invalid answer, no corrections left             -> failed (invalid_output), last attempt kept
+    a limit reached                                 -> budget_exceeded, the limit named,
+                                                       partial output kept (after one last
+                                                       turn without tools when tool calls ran out)
+    the task budget cannot cover the next call      -> budget_exceeded
+    the same tool call a third time in a row        -> loop_detected (warned at the second)
+    no model of the chain can answer                -> failed
+Output validators run on whatever output leaves the run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -17,29 +23,63 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from hivebus.agent.errors import AgentError, ModelError
-from hivebus.agent.limits import LimitHit, check_limits
-from hivebus.agent.models.base import (
-    Message,
-    Model,
-    ModelRequest,
-    ModelResponse,
-    ToolOutcome,
-    ToolSpec,
+from hivebus.agent.errors import AgentError
+from hivebus.agent.limits import LimitHit, check_limits, soft_hits
+from hivebus.agent.modelcall import (
+    BudgetRefusedError,
+    ModelCaller,
+    ModelStep,
+    WallClockExceededError,
 )
+from hivebus.agent.models.base import Message, ModelRequest, ModelResponse, ToolOutcome, ToolSpec
 from hivebus.agent.tool import ToolContext
-from hivebus.agent.toolbox import Toolbox
-from hivebus.contracts import StepRecorded, SubTaskAssigned, SubTaskStatus, Usage
-from hivebus.core import Clock, Price, get_logger
+from hivebus.agent.toolstep import ToolRunner, ToolStep, call_signature
+from hivebus.agent.validators import OutputValidator, ValidationContext, run_validators
+from hivebus.agent.validators.secrets import redact_secrets
+from hivebus.contracts import (
+    BreakerChanged,
+    BudgetWarning,
+    StepRecorded,
+    SubTaskAssigned,
+    SubTaskStatus,
+    ToolErrorKind,
+    ToolResult,
+    Usage,
+)
+from hivebus.core import Clock, get_logger
+from hivebus.core.reliability import BreakerState
 
 log = get_logger(__name__)
 
+DEFAULT_MAX_OUTPUT = 4096
+"""Output tokens asked for per model call, lowered when the run has fewer tokens left."""
 
-class StepSink(Protocol):
-    """Where the loop reports each step (the agent service publishes them as events)."""
+LOOP_WARN_AT = 2
+LOOP_END_AT = 3
+
+
+class TokenLimitAheadError(Exception):
+    """The next model call could take the run past its token limit."""
+
+    def __init__(self, needed: int) -> None:
+        """Remember how many tokens the call could need."""
+        super().__init__(needed)
+        self.needed = needed
+
+
+class RunEvents(Protocol):
+    """Where a run reports what it does (the agent service publishes these as events)."""
 
     async def step(self, event: StepRecorded) -> None:
-        """Record one step."""
+        """One step."""
+        ...
+
+    async def budget_warning(self, event: BudgetWarning) -> None:
+        """The task crossed 80% of its budget."""
+        ...
+
+    async def breaker_changed(self, event: BreakerChanged) -> None:
+        """A breaker changed state."""
         ...
 
 
@@ -48,18 +88,16 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class WallClockExceeded(Exception):  # noqa: N818 - a signal inside the loop, never escapes it
-    """The run's wall-clock limit expired during a model call."""
-
-
 @dataclass
 class RunOutcome:
-    """How a run ended: status, reason, output (final or partial) and usage."""
+    """How a run ended: status, reason, output (final or partial), usage, validator flags."""
 
     status: SubTaskStatus
     reason: str
     output: Any
     usage: Usage
+    limit: str | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,13 +105,15 @@ class RunContext:
     """What the loop needs besides the assignment."""
 
     system: str
-    model: Model
-    toolbox: Toolbox
-    price: Price
+    caller: ModelCaller
+    tools: ToolRunner
     workspace: Path
     clock: Clock
-    sink: StepSink
+    events: RunEvents
     run_id: str = field(default_factory=new_run_id)
+    validators: list[OutputValidator] = field(default_factory=list)
+    output_retries: int = 2
+    tool_options: dict[str, Any] = field(default_factory=dict)
 
 
 def build_prompt(assignment: SubTaskAssigned) -> str:
@@ -104,14 +144,15 @@ def parse_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | N
     try:
         jsonschema.validate(value, schema)
     except jsonschema.ValidationError as exc:
-        return text, f"the answer does not match the output schema: {exc.message}"
+        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+        return text, f"the answer does not match the output schema at {where}: {exc.message}"
     except jsonschema.SchemaError as exc:
         return text, f"the sub-task's output schema is invalid: {exc.message}"
     return value, None
 
 
 class AgentLoop:
-    """One run of one sub-task, bounded by its limits."""
+    """One run of one sub-task, bounded by its limits and the task budget."""
 
     def __init__(self, assignment: SubTaskAssigned, ctx: RunContext) -> None:
         """Prepare a run; nothing happens until `run()`."""
@@ -119,143 +160,284 @@ class AgentLoop:
         self.ctx = ctx
         self.limits = assignment.limits
         self.usage = Usage()
-        self.messages: list[Message] = [Message(role="user", text=build_prompt(assignment))]
+        prompt = build_prompt(assignment)
+        self.messages: list[Message] = [Message(role="user", text=prompt)]
+        self.sources: list[str] = [prompt]
         self.last_text: str | None = None
+        self.corrections = 0
+        self.soft_warned: set[str] = set()
+        self.last_call: str | None = None
+        self.repeats = 0
+        self.loop_warned = False
         self._started = ctx.clock.monotonic()
+
+    # -- bookkeeping ---------------------------------------------------------------------
 
     def _wall(self) -> float:
         return self.ctx.clock.monotonic() - self._started
 
-    def _finish(self, status: SubTaskStatus, reason: str, output: Any) -> RunOutcome:
+    def _time_left(self) -> float:
+        return self.limits.max_wall_s - self._wall()
+
+    def _finish(
+        self, status: SubTaskStatus, reason: str, output: Any, limit: str | None = None
+    ) -> RunOutcome:
         self.usage.wall_s = round(self._wall(), 3)
-        return RunOutcome(status=status, reason=reason, output=output, usage=self.usage)
+        return RunOutcome(
+            status=status, reason=reason, output=output, usage=self.usage, limit=limit
+        )
 
     def _over(self, hit: LimitHit) -> RunOutcome:
-        return self._finish(SubTaskStatus.BUDGET_EXCEEDED, hit.reason(), self.last_text)
+        return self._finish(SubTaskStatus.BUDGET_EXCEEDED, hit.reason(), self.last_text, hit.limit)
+
+    # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
-        """Loop until a final answer, a limit or an error; never raises for model/tool faults."""
+        """Loop until an answer, a limit or an error; never raises, always one outcome."""
         try:
-            return await self._loop()
+            outcome = await self._loop()
         except AgentError as exc:
-            return self._finish(SubTaskStatus.FAILED, str(exc), self.last_text)
+            outcome = self._finish(SubTaskStatus.FAILED, str(exc), self.last_text)
         except Exception as exc:  # a bug in an adapter or a tool must still end the run
             log.exception("run_crashed")
-            return self._finish(
-                SubTaskStatus.FAILED,
-                f"internal error: {type(exc).__name__}: {exc}",
-                self.last_text,
+            outcome = self._finish(
+                SubTaskStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}", self.last_text
             )
+        return self._validated(outcome)
+
+    def _validated(self, outcome: RunOutcome) -> RunOutcome:
+        if outcome.output is None or not self.ctx.validators:
+            return outcome
+        result = run_validators(
+            outcome.output, self.ctx.validators, ValidationContext(sources=tuple(self.sources))
+        )
+        outcome.output = result.output
+        outcome.flags = list(result.flags)
+        return outcome
 
     async def _loop(self) -> RunOutcome:
         while True:
             hit = check_limits(self.limits, self.usage, self._wall(), tool_call=False)
             if hit is not None:
                 return self._over(hit)
+            self._warn_near_limits()
             try:
-                response = await self._call_model()
-            except WallClockExceeded:
+                response = await self._model_step(with_tools=True)
+            except WallClockExceededError:
                 return self._over(
                     LimitHit("max_wall_s", round(self._wall(), 3), self.limits.max_wall_s)
                 )
-            if response.tool_calls:
-                self.messages.append(
-                    Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
+            except BudgetRefusedError as exc:
+                return self._finish(
+                    SubTaskStatus.BUDGET_EXCEEDED, str(exc), self.last_text, "task_budget"
                 )
-                if response.text:
-                    self.last_text = response.text
-                outcome = await self._run_tools(response)
+            except TokenLimitAheadError as exc:
+                return self._finish(
+                    SubTaskStatus.BUDGET_EXCEEDED,
+                    f"max_tokens reached ({self.usage.tokens} of {self.limits.max_tokens}; "
+                    f"the next call could need {exc.needed})",
+                    self.last_text,
+                    "max_tokens",
+                )
+            if response.text:
+                self.last_text = response.text
+            if response.tool_calls:
+                outcome = await self._tool_calls(response)
                 if outcome is not None:
                     return outcome
                 continue
-            text = response.text or ""
-            self.messages.append(Message(role="assistant", text=text))
-            self.last_text = text
-            output, error = parse_output(text, self.assignment.output_schema)
-            if error is not None:
-                return self._finish(SubTaskStatus.FAILED, f"invalid_output: {error}", text)
-            return self._finish(SubTaskStatus.COMPLETED, "final answer given", output)
+            outcome = self._final_answer(response.text or "")
+            if outcome is not None:
+                return outcome
 
-    async def _call_model(self) -> ModelResponse:
+    def _warn_near_limits(self) -> None:
+        fresh = [
+            h
+            for h in soft_hits(self.limits, self.usage, self._wall())
+            if h.limit not in self.soft_warned
+        ]
+        if not fresh:
+            return
+        self.soft_warned.update(h.limit for h in fresh)
+        used = ", ".join(f"{h.limit} {h.used:g} of {h.bound:g}" for h in fresh)
+        self._tell(
+            f"You have used 80% or more of your limits ({used}). Wrap up now: stop exploring "
+            "and give your final answer with what you have."
+        )
+
+    def _tell(self, text: str) -> None:
+        """Add a runtime note to the conversation as a user turn."""
+        self.messages.append(Message(role="user", text=f"[hivebus] {text}"))
+
+    def _final_answer(self, text: str) -> RunOutcome | None:
+        self.messages.append(Message(role="assistant", text=text))
+        output, error = parse_output(text, self.assignment.output_schema)
+        if error is None:
+            return self._finish(SubTaskStatus.COMPLETED, "final answer given", output)
+        if self.corrections < self.ctx.output_retries:
+            self.corrections += 1
+            self._tell(
+                f"Your answer does not satisfy the output schema: {error}. Answer again with "
+                f"JSON only (correction {self.corrections} of {self.ctx.output_retries})."
+            )
+            return None
+        return self._finish(
+            SubTaskStatus.FAILED,
+            f"invalid_output: {error} (after {self.corrections} corrections)",
+            text,
+        )
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _model_step(self, *, with_tools: bool) -> ModelResponse:
+        specs = self.ctx.tools.toolbox.specs() if with_tools else []
         request = ModelRequest(
             system=self.ctx.system,
             messages=self.messages,
+            max_output_tokens=max(
+                1, min(DEFAULT_MAX_OUTPUT, self.limits.max_tokens - self.usage.tokens)
+            ),
             tools=[
                 ToolSpec(name=t.name, description=t.description, input_schema=t.input_schema())
-                for t in self.ctx.toolbox.specs()
+                for t in specs
             ],
         )
-        remaining = self.limits.max_wall_s - self._wall()
-        error: str | None = None
+        bound = self.ctx.caller.models[0].usage_bound(request)
+        if self.usage.tokens + bound.input_tokens + bound.output_tokens > self.limits.max_tokens:
+            raise TokenLimitAheadError(bound.input_tokens + bound.output_tokens)
+        step = ModelStep()
         response: ModelResponse | None = None
-        deadline = asyncio.timeout(max(remaining, 0.001))
+        error: str | None = None
         try:
-            async with deadline:
-                response = await self.ctx.model.complete(request)
-        except ModelError as exc:
+            response = await self.ctx.caller.call(request, self._time_left, step)
+        except WallClockExceededError:
+            error = "the model call outlived the run's wall-clock limit"
+            raise
+        except AgentError as exc:
             error = str(exc)
             raise
-        except TimeoutError as exc:
-            if not deadline.expired():  # the adapter's own timeout, not our wall clock
-                error = f"model call timed out: {exc or 'TimeoutError'}"
-                raise ModelError(error, retryable=True) from exc
-            error = "the model call outlived the run's wall-clock limit"
-            raise WallClockExceeded from exc
         finally:
             self.usage.steps += 1
+            self.usage.retries += len(step.retries)
             if response is not None:
-                self._add_tokens(response)
+                self.usage.input_tokens += response.usage.input_tokens
+                self.usage.output_tokens += response.usage.output_tokens
+                price = self.ctx.caller.price_for(step.route)
+                cost = (
+                    response.usage.input_tokens * price.input_per_mtok
+                    + response.usage.output_tokens * price.output_per_mtok
+                ) / 1e6
+                self.usage.cost_usd = round(self.usage.cost_usd + cost, 6)
             await self._record(
                 "model",
-                name=self.ctx.model.route,
-                step_input={"messages": len(self.messages)},
+                name=step.route,
+                step_input={"messages": len(self.messages), "tools": len(request.tools)},
                 step_output=response.model_dump(mode="json") if response else None,
                 error=error,
                 response=response,
+                retries=step,
             )
+            await self._publish_side_events(step.breaker_changes, step)
+        if not with_tools and response.tool_calls:
+            response = ModelResponse(text=response.text, usage=response.usage)
         return response
 
-    def _add_tokens(self, response: ModelResponse) -> None:
-        price = self.ctx.price
-        self.usage.input_tokens += response.usage.input_tokens
-        self.usage.output_tokens += response.usage.output_tokens
-        cost = (
-            response.usage.input_tokens * price.input_per_mtok
-            + response.usage.output_tokens * price.output_per_mtok
-        ) / 1_000_000
-        self.usage.cost_usd = round(self.usage.cost_usd + cost, 6)
-
-    async def _run_tools(self, response: ModelResponse) -> RunOutcome | None:
+    async def _tool_calls(self, response: ModelResponse) -> RunOutcome | None:
+        self.messages.append(
+            Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
+        )
         outcomes: list[ToolOutcome] = []
+        warning: str | None = None
         for call in response.tool_calls:
             hit = check_limits(self.limits, self.usage, self._wall(), tool_call=True)
             if hit is not None:
+                self._close_tool_turn(outcomes, response, skipped_from=len(outcomes))
+                if hit.limit == "max_tool_calls":
+                    return await self._last_turn(hit)
                 return self._over(hit)
-            self.usage.steps += 1
-            self.usage.tool_calls += 1
-            step = self.usage.steps
-            context = ToolContext(
-                workspace=self.ctx.workspace,
-                task_id=self.assignment.task_id,
-                subtask_id=self.assignment.subtask_id,
-                run_id=self.ctx.run_id,
-                step=step,
-                idempotency_key=f"{self.ctx.run_id}:{step}:{call.id}",
-            )
-            remaining = max(self.limits.max_wall_s - self._wall(), 0.001)
-            result = await self.ctx.toolbox.call(call.name, call.args, context, remaining)
+            signature = call_signature(call.name, call.args)
+            self.repeats = self.repeats + 1 if signature == self.last_call else 1
+            self.last_call = signature
+            if self.repeats >= LOOP_END_AT:
+                return self._finish(
+                    SubTaskStatus.LOOP_DETECTED,
+                    f"{call.name} called {self.repeats} times in a row with the same arguments",
+                    self.last_text,
+                )
+            result = await self._tool_step(call.name, call.args, call.id)
             outcomes.append(ToolOutcome(call_id=call.id, name=call.name, result=result))
-            error = None if result.ok or result.error is None else result.error.message
-            await self._record(
-                "tool",
-                name=call.name,
-                step_input=call.args,
-                step_output=result.model_dump(mode="json"),
-                error=error,
-                response=None,
-            )
+            if self.repeats == LOOP_WARN_AT and not self.loop_warned:
+                self.loop_warned = True
+                warning = (
+                    f"You called {call.name} twice in a row with the same arguments; the result "
+                    "will not change. Do something different or give your final answer; a third "
+                    "identical call ends the run."
+                )
         self.messages.append(Message(role="tool", tool_results=outcomes))
+        if warning:
+            self._tell(warning)
         return None
+
+    def _close_tool_turn(
+        self, outcomes: list[ToolOutcome], response: ModelResponse, skipped_from: int
+    ) -> None:
+        """Answer every requested call (the API requires it), marking the ones not run."""
+        not_run = ToolResult.failure(
+            ToolErrorKind.DENIED, "not run: a limit was reached", "give your final answer"
+        )
+        outcomes.extend(
+            ToolOutcome(call_id=call.id, name=call.name, result=not_run)
+            for call in response.tool_calls[skipped_from:]
+        )
+        self.messages.append(Message(role="tool", tool_results=outcomes))
+
+    async def _last_turn(self, hit: LimitHit) -> RunOutcome:
+        """At a limit with budget left: one last model turn without tools, then stop."""
+        left = check_limits(self.limits, self.usage, self._wall(), tool_call=False)
+        if left is None:
+            self._tell(
+                f"{hit.reason()}: no more tool calls. "
+                "Give your final answer now with what you have."
+            )
+            try:
+                response = await self._model_step(with_tools=False)
+                if response.text:
+                    self.last_text = response.text
+            except (AgentError, WallClockExceededError, TokenLimitAheadError) as exc:
+                log.info("last_turn_failed", error=repr(exc))
+        return self._over(hit)
+
+    async def _tool_step(self, name: str, args: Any, call_id: str) -> Any:
+        self.usage.steps += 1
+        self.usage.tool_calls += 1
+        step_no = self.usage.steps
+        context = ToolContext(
+            workspace=self.ctx.workspace,
+            task_id=self.assignment.task_id,
+            subtask_id=self.assignment.subtask_id,
+            run_id=self.ctx.run_id,
+            step=step_no,
+            idempotency_key=f"{self.ctx.run_id}:{step_no}:{call_id}",
+            options=self.ctx.tool_options,
+        )
+        step: ToolStep = await self.ctx.tools.call(name, args, context, self._time_left)
+        self.usage.retries += len(step.retries)
+        result = step.result
+        self.sources.append(json.dumps(result.data, default=str) if result.ok else "")
+        error = None if result.ok or result.error is None else result.error.message
+        await self._record(
+            "tool",
+            name=name,
+            step_input=args,
+            step_output=result.model_dump(mode="json"),
+            error=error,
+            response=None,
+            retries=step,
+        )
+        await self._publish_side_events(step.breaker_changes, None)
+        return result
+
+    # -- events --------------------------------------------------------------------------
 
     async def _record(
         self,
@@ -266,8 +448,9 @@ class AgentLoop:
         step_output: Any,
         error: str | None,
         response: ModelResponse | None,
+        retries: ModelStep | ToolStep,
     ) -> None:
-        usage = Usage(steps=1, tool_calls=1 if kind == "tool" else 0)
+        usage = Usage(steps=1, tool_calls=1 if kind == "tool" else 0, retries=len(retries.retries))
         if response is not None:
             usage.input_tokens = response.usage.input_tokens
             usage.output_tokens = response.usage.output_tokens
@@ -279,12 +462,43 @@ class AgentLoop:
             step=self.usage.steps,
             step_kind="model" if kind == "model" else "tool",
             name=name,
-            input=step_input,
-            output=step_output,
+            input=redact_secrets(step_input),
+            output=redact_secrets(step_output),
             error=error,
             usage=usage,
+            retries=retries.retries,
+            notes=retries.notes,
         )
         try:
-            await self.ctx.sink.step(event)
+            await self.ctx.events.step(event)
         except Exception as exc:  # noqa: BLE001 - a lost step event must not kill the run
             log.warning("step_event_lost", step=event.step, error=repr(exc))
+
+    async def _publish_side_events(
+        self, changes: list[tuple[str, BreakerState, BreakerState]], step: ModelStep | None
+    ) -> None:
+        try:
+            for name, old, new in changes:
+                log.warning("breaker_changed", breaker=name, old=old.value, new=new.value)
+                await self.ctx.events.breaker_changed(
+                    BreakerChanged(
+                        task_id=self.assignment.task_id,
+                        subtask_id=self.assignment.subtask_id,
+                        breaker=name,
+                        old=old.value,
+                        new=new.value,
+                    )
+                )
+            if step is not None and step.budget_warning is not None:
+                state = step.budget_warning
+                await self.ctx.events.budget_warning(
+                    BudgetWarning(
+                        task_id=self.assignment.task_id,
+                        used_tokens=state.used_tokens,
+                        max_tokens=state.max_tokens,
+                        used_cost_usd=state.used_cost_usd,
+                        max_cost_usd=state.max_cost_usd,
+                    )
+                )
+        except Exception as exc:  # noqa: BLE001 - a lost side event must not kill the run
+            log.warning("side_event_lost", error=repr(exc))

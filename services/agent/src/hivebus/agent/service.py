@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 
 from faststream.middlewares import AckPolicy
@@ -17,10 +18,15 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 
 from hivebus.agent.errors import AgentError
-from hivebus.agent.loop import AgentLoop, RunContext, new_run_id
+from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run_id
+from hivebus.agent.modelcall import BudgetGate, ModelCaller
 from hivebus.agent.models import Model, ModelFactory
 from hivebus.agent.toolbox import Toolbox
+from hivebus.agent.toolstep import ToolRunner
+from hivebus.agent.validators import load_validator
 from hivebus.contracts import (
+    BreakerChanged,
+    BudgetWarning,
     StepRecorded,
     SubTaskAssigned,
     SubTaskFinished,
@@ -37,9 +43,12 @@ from hivebus.core import (
     SystemClock,
     bind_ids,
     get_logger,
+    jetstream,
     new_broker,
     publish_event,
 )
+from hivebus.core.budget import BudgetLedger, KvLedgerStore
+from hivebus.core.reliability import BreakerRegistry
 
 log = get_logger(__name__)
 
@@ -77,6 +86,28 @@ class EventPublisher:
     async def finished(self, event: SubTaskFinished) -> None:
         """The terminal event: one per attempt, whatever the run id."""
         await self._publish(event, EventKind.SUBTASK_FINISHED, "finished")
+
+    async def budget_warning(self, event: BudgetWarning) -> None:
+        """Once per task: the ledger lets exactly one settle cross the threshold."""
+        await publish_event(
+            self.broker,
+            event,
+            subject=subjects.event(event.task_id, EventKind.BUDGET_WARNING),
+            stream=subjects.EVENTS_STREAM,
+            msg_id=subjects.msg_id(event.task_id, "-", 0, "budget-warning"),
+            settings=self.settings,
+        )
+
+    async def breaker_changed(self, event: BreakerChanged) -> None:
+        """A breaker changed state while serving this task."""
+        await publish_event(
+            self.broker,
+            event,
+            subject=subjects.event(event.task_id, EventKind.BREAKER_CHANGED),
+            stream=subjects.EVENTS_STREAM,
+            msg_id=event.event_id,
+            settings=self.settings,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -122,20 +153,44 @@ class AgentService:
         self.role_config = config.roles[role]
         self.broker = broker
         self.clock = clock or SystemClock()
+        for path in config.python_paths:
+            resolved = str(config.resolve_path(path))
+            if resolved not in sys.path:
+                sys.path.insert(0, resolved)
         self.toolbox = Toolbox.from_refs(self.role_config.tools, self.role_config.tiers)
+        self.validators = [load_validator(ref) for ref in self.role_config.validators]
         self.models = ModelFactory(settings, config)
         self.events = EventPublisher(broker, settings)
+        # One registry per process: a model or tool failing for one run is failing for all.
+        self.breakers = BreakerRegistry(self.role_config.breaker, self.clock)
+        self.ledger: BudgetLedger | None = None
+
+    async def prepare(self) -> None:
+        """Bind the task-budget ledger in KV (call before `broker.start()`)."""
+        js = await jetstream(self.broker)
+        kv = await js.key_value(subjects.TASKS_BUCKET)
+        self.ledger = BudgetLedger(KvLedgerStore(kv, self.settings.kv_cas_attempts))
+
+    def _models(self, chain: list[str]) -> tuple[list[Model], list[str]]:
+        models: list[Model] = []
+        problems: list[str] = []
+        for route in chain:
+            try:
+                models.append(self.models.build(route))
+            except AgentError as exc:
+                problems.append(str(exc))
+        return models, problems
 
     async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished:
         """Run one assignment to its terminal event (not yet published)."""
-        route = assignment.model or self.role_config.model
+        chain = (
+            [assignment.model]
+            if assignment.model
+            else self.role_config.model_chain(assignment.subtask_kind)
+        )
         run_id = new_run_id()
         bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=run_id)
-        model: Model | None = None
-        try:
-            model = self.models.build(route)
-        except AgentError as exc:
-            build_error = str(exc)
+        models, problems = self._models(chain)
         await self.events.started(
             SubTaskStarted(
                 task_id=assignment.task_id,
@@ -143,48 +198,46 @@ class AgentService:
                 attempt=assignment.attempt,
                 run_id=run_id,
                 role=self.role,
-                model=route,
+                model=" > ".join(chain),
             )
         )
-        if model is None:
+        if not models:
             return self._finished(
                 assignment,
                 run_id=run_id,
-                status=SubTaskStatus.FAILED,
-                reason=build_error,
-                output=None,
-                usage=Usage(),
+                outcome=RunOutcome(
+                    SubTaskStatus.FAILED, "no usable model: " + "; ".join(problems), None, Usage()
+                ),
             )
+        budget = (
+            BudgetGate(self.ledger, assignment.task_id, assignment.budget)
+            if self.ledger is not None
+            else None
+        )
         context = RunContext(
             system=self.role_config.system,
-            model=model,
-            toolbox=self.toolbox,
-            price=self.config.price_for(route),
+            caller=ModelCaller(
+                models,
+                breakers=self.breakers,
+                retry=self.role_config.retry,
+                price_for=self.config.price_for,
+                budget=budget,
+            ),
+            tools=ToolRunner(self.toolbox, breakers=self.breakers, retry=self.role_config.retry),
             workspace=self.config.workspace_dir(),
             clock=self.clock,
-            sink=self.events,
+            events=self.events,
             run_id=run_id,
+            validators=self.validators,
+            output_retries=self.role_config.output_retries,
+            tool_options=self.config.tool_options,
         )
         outcome = await AgentLoop(assignment, context).run()
         log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
-        return self._finished(
-            assignment,
-            run_id=run_id,
-            status=outcome.status,
-            reason=outcome.reason,
-            output=outcome.output,
-            usage=outcome.usage,
-        )
+        return self._finished(assignment, run_id=run_id, outcome=outcome)
 
     def _finished(
-        self,
-        assignment: SubTaskAssigned,
-        *,
-        run_id: str,
-        status: SubTaskStatus,
-        reason: str,
-        output: object,
-        usage: Usage,
+        self, assignment: SubTaskAssigned, *, run_id: str, outcome: RunOutcome
     ) -> SubTaskFinished:
         return SubTaskFinished(
             task_id=assignment.task_id,
@@ -192,10 +245,12 @@ class AgentService:
             attempt=assignment.attempt,
             run_id=run_id,
             role=self.role,
-            status=status,
-            reason=reason,
-            output=output,
-            usage=usage,
+            status=outcome.status,
+            reason=outcome.reason,
+            output=outcome.output,
+            usage=outcome.usage,
+            limit=outcome.limit,
+            flags=outcome.flags,
         )
 
     async def handle(self, assignment: SubTaskAssigned, msg: NatsMessage) -> None:

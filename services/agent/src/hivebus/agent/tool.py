@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -21,6 +21,7 @@ class ToolContext:
     """What a tool may know about the call it serves; declare a parameter of this type to get it.
 
     `idempotency_key` is stable for one call of one run, so a write tool can apply it once.
+    `options` is the configuration's `tool_options` (for example `options["http"]`).
     """
 
     workspace: Path
@@ -29,6 +30,7 @@ class ToolContext:
     run_id: str
     step: int
     idempotency_key: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

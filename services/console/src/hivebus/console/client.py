@@ -13,6 +13,8 @@ from nats.js.api import DeliverPolicy
 from pydantic import BaseModel
 
 from hivebus.contracts import (
+    BreakerChanged,
+    BudgetWarning,
     StepRecorded,
     SubTaskFinished,
     SubTaskStarted,
@@ -34,6 +36,8 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "subtask_finished": SubTaskFinished,
     "task_finished": TaskFinished,
     "task_rejected": TaskRejected,
+    "budget_warning": BudgetWarning,
+    "breaker_changed": BreakerChanged,
 }
 
 FINAL_KINDS = ("task_finished", "task_rejected")

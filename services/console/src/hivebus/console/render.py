@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 from hivebus.contracts import (
+    BreakerChanged,
+    BudgetWarning,
     StepRecorded,
     SubTaskFinished,
     SubTaskStarted,
@@ -34,27 +39,69 @@ _MARKS = {SubTaskStatus.COMPLETED: "[green]✔[/]", SubTaskStatus.BLOCKED: "[yel
 
 
 def short_route(route: str) -> str:
-    """A model route for display: `scripted:` routes by file name only."""
-    provider, _, name = route.partition(":")
-    return f"{provider}:{name.rsplit('/', 1)[-1]}" if provider == "scripted" else route
+    """A model route (or a chain `a > b`) for display: `scripted:` routes by file name only."""
+
+    def one(part: str) -> str:
+        provider, _, name = part.partition(":")
+        return f"{provider}:{name.rsplit('/', 1)[-1]}" if provider == "scripted" else part
+
+    return " > ".join(one(part) for part in route.split(" > "))
+
+
+def _started(event: SubTaskStarted) -> str:
+    return f"[cyan]▶[/] {event.subtask_id} started ({event.role}, {short_route(event.model)})"
+
+
+def _step(event: StepRecorded) -> str:
+    flag = "[red]error[/]" if event.error else "ok"
+    extra = "".join(f"\n      · {note}" for note in event.notes)
+    extra += "".join(
+        f"\n      · retry {r.attempt} after {r.delay_s:g}s: {r.error}" for r in event.retries
+    )
+    name = short_route(event.name)
+    return f"    {event.subtask_id} step {event.step}: {event.step_kind} {name} {flag}{extra}"
+
+
+def _finished(event: SubTaskFinished) -> str:
+    mark = _MARKS.get(event.status, "[red]✘[/]")
+    flags = "".join(f"\n      ! {flag}" for flag in event.flags)
+    return f"{mark} {event.subtask_id} {event.status.value}: {event.reason}{flags}"
+
+
+def _budget(event: BudgetWarning) -> str:
+    return (
+        f"[yellow]budget warning[/]: {event.used_tokens} of {event.max_tokens} tokens, "
+        f"${event.used_cost_usd:.4f} of ${event.max_cost_usd:.2f}"
+    )
+
+
+def _breaker(event: BreakerChanged) -> str:
+    return f"[yellow]breaker[/] {event.breaker}: {event.old} -> {event.new}"
+
+
+def _rejected(event: TaskRejected) -> str:
+    return "[red]task rejected:[/]\n" + "\n".join(f"  - {e}" for e in event.errors)
+
+
+def _task(event: TaskFinished) -> str:
+    return f"[bold]task {event.task_id} {event.status.value}[/]: {event.reason}"
+
+
+_LINES: dict[type[BaseModel], Callable[[Any], str]] = {
+    SubTaskStarted: _started,
+    StepRecorded: _step,
+    SubTaskFinished: _finished,
+    BudgetWarning: _budget,
+    BreakerChanged: _breaker,
+    TaskRejected: _rejected,
+    TaskFinished: _task,
+}
 
 
 def progress_line(event: BaseModel) -> str | None:
     """One line of live progress for an event, or None for events not worth a line."""
-    if isinstance(event, SubTaskStarted):
-        return f"[cyan]▶[/] {event.subtask_id} started ({event.role}, {short_route(event.model)})"
-    if isinstance(event, StepRecorded):
-        flag = "[red]error[/]" if event.error else "ok"
-        name = short_route(event.name)
-        return f"    {event.subtask_id} step {event.step}: {event.step_kind} {name} {flag}"
-    if isinstance(event, SubTaskFinished):
-        mark = _MARKS.get(event.status, "[red]✘[/]")
-        return f"{mark} {event.subtask_id} {event.status.value}: {event.reason}"
-    if isinstance(event, TaskRejected):
-        return "[red]task rejected:[/]\n" + "\n".join(f"  - {e}" for e in event.errors)
-    if isinstance(event, TaskFinished):
-        return f"[bold]task {event.task_id} {event.status.value}[/]: {event.reason}"
-    return None
+    render = _LINES.get(type(event))
+    return render(event) if render else None
 
 
 def summary_table(result: TaskFinished) -> Table:

@@ -37,7 +37,8 @@ async def start_orchestrator(settings: Settings, config: HivebusConfig, url: str
 
 async def start_agent(settings: Settings, config: HivebusConfig, role: str, url: str) -> NatsBroker:
     """Start one role's agent broker (topology must exist)."""
-    broker, _ = build_agent_broker(settings, config, role, url)
+    broker, service = build_agent_broker(settings, config, role, url)
+    await service.prepare()
     await broker.start()
     return broker
 

@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hivebus.contracts import ROLE_PATTERN, Limits, Tier
 from hivebus.core.errors import ConfigError
+from hivebus.core.reliability import BreakerPolicy, RetryPolicy
+
+DEFAULT_VALIDATORS = (
+    "hivebus.agent.validators.secrets:secrets",
+    "hivebus.agent.validators.contacts:contact_details",
+)
+"""Validators a role runs when it names none: redact secrets, remove unverified contacts."""
 
 
 class RoleConfig(BaseModel):
@@ -20,7 +27,14 @@ class RoleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     system: str = Field(description="System prompt.")
-    model: str = Field(description="Default model route: `anthropic:NAME` or `scripted:FILE`.")
+    model: str | list[str] = Field(
+        description="Model route (`anthropic:NAME`, `scripted:FILE`), or a list: the primary "
+        "first, then fallbacks tried when it is unavailable."
+    )
+    routes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Model chains by sub-task `kind`; a kind not listed uses `model`.",
+    )
     tools: list[str] = Field(default_factory=list, description="Tools as `module:function`.")
     tiers: list[Tier] = Field(
         default_factory=lambda: [Tier.READ], description="Tool tiers this role may use."
@@ -30,6 +44,31 @@ class RoleConfig(BaseModel):
         default_factory=list, description="Glob patterns a plan's sub-task `model` may match."
     )
     concurrency: int = Field(default=4, ge=1, le=256, description="Runs at once per replica.")
+    validators: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VALIDATORS),
+        description="Output validators as `module:function`, run before output leaves the agent.",
+    )
+    output_retries: int = Field(
+        default=2, ge=0, le=10, description="Corrections asked for when output fails its schema."
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Transient-error retries.")
+    breaker: BreakerPolicy = Field(
+        default_factory=BreakerPolicy, description="Circuit breakers around models and tools."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _chain_not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            msg = "give at least one model route"
+            raise ValueError(msg)
+        return value
+
+    def model_chain(self, kind: str | None = None) -> list[str]:
+        """The models to try in order for a sub-task of `kind`: primary, then fallbacks."""
+        if kind is not None and kind in self.routes:
+            return list(self.routes[kind])
+        return [self.model] if isinstance(self.model, str) else list(self.model)
 
     def allows_model(self, route: str) -> bool:
         """Tell whether a plan may pick `route` for a sub-task of this role."""
@@ -58,6 +97,14 @@ class HivebusConfig(BaseModel):
         default_factory=dict, description="Prices by model route; glob patterns allowed."
     )
     roles: dict[str, RoleConfig] = Field(min_length=1)
+    tool_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings tools read from their context, e.g. `http: {allow_hosts: [...]}`.",
+    )
+    python_paths: list[str] = Field(
+        default_factory=list,
+        description="Directories (relative to this file) added to the import path for tools.",
+    )
 
     def workspace_dir(self) -> Path:
         """The workspace directory as an absolute path."""

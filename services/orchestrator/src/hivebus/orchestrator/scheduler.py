@@ -148,6 +148,8 @@ class Scheduler:
                 limits=spec.limits or role.limits,
                 model=spec.model,
                 output_schema=spec.output_schema,
+                subtask_kind=spec.kind,
+                budget=submission.budget,
                 dependencies=dependencies,
             )
         )
@@ -195,6 +197,7 @@ class Scheduler:
                     "reason": event.reason,
                     "output": event.output,
                     "usage": event.usage,
+                    "flags": event.flags,
                 }
             )
 
@@ -357,9 +360,14 @@ def summarize(
         status, degraded = TaskStatus.COMPLETED, False
         reason = f"all {len(states)} sub-tasks completed"
     else:
-        status = TaskStatus.PARTIAL if completed else TaskStatus.FAILED
-        degraded = True
         failed = [s for s in states if s.status not in {S.COMPLETED, S.BLOCKED}]
+        if completed:
+            status = TaskStatus.PARTIAL
+        elif failed and all(s.status == S.BUDGET_EXCEEDED for s in failed):
+            status = TaskStatus.BUDGET_EXCEEDED
+        else:
+            status = TaskStatus.FAILED
+        degraded = True
         blocked = [s for s in states if s.status == S.BLOCKED]
         causes = "; ".join(f"{s.id} {s.status.value}: {s.reason}" for s in failed)
         reason = f"{len(completed)} of {len(states)} sub-tasks completed; {causes}"
@@ -374,6 +382,7 @@ def summarize(
             blocked_by=s.blocked_by,
             usage=s.usage,
             output=s.output,
+            flags=s.flags,
         )
         for s in sorted(states, key=lambda s: graph.index[s.id])
     ]

@@ -89,6 +89,7 @@ class SubTaskState(BaseModel):
     blocked_by: str | None = None
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
+    flags: list[str] = Field(default_factory=list)
 
 
 MetaChange = Callable[[TaskMeta | None], TaskMeta | None]

@@ -9,11 +9,13 @@ import anthropic
 
 from hivebus.agent.errors import ModelError
 from hivebus.agent.models.base import (
+    CHARS_PER_TOKEN_BOUND,
     Message,
     ModelRequest,
     ModelResponse,
     ToolCall,
     TurnUsage,
+    request_chars,
 )
 
 HTTP_TOO_MANY_REQUESTS = 429
@@ -58,6 +60,15 @@ def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def _retry_after(exc: anthropic.APIStatusError) -> float | None:
+    """Seconds from a `retry-after` header (seconds form only), if the server sent one."""
+    try:
+        value = exc.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, ValueError):
+        return None
+
+
 def classify(exc: anthropic.AnthropicError) -> ModelError:
     """Map the SDK's error classes to a `ModelError` that knows whether a retry can help."""
     if isinstance(exc, anthropic.APITimeoutError | anthropic.APIConnectionError):
@@ -65,7 +76,9 @@ def classify(exc: anthropic.AnthropicError) -> ModelError:
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         retryable = status == HTTP_TOO_MANY_REQUESTS or status >= HTTP_SERVER_ERROR
-        return ModelError(f"model endpoint answered {status}: {exc.message}", retryable=retryable)
+        error = ModelError(f"model endpoint answered {status}: {exc.message}", retryable=retryable)
+        error.retry_after_s = _retry_after(exc)
+        return error
     return ModelError(f"model call failed: {type(exc).__name__}: {exc}")
 
 
@@ -80,17 +93,26 @@ class AnthropicModel:
         api_key: str,
         base_url: str | None = None,
         timeout_s: float = 120.0,
-        max_retries: int = 2,
+        max_retries: int = 0,
     ) -> None:
         """Create the SDK client.
 
-        Retries: the SDK's own retry (exponential backoff, honours `retry-after`) is the only
-        retry layer for now, bounded by `max_retries`; the runtime issue replaces it with ours.
+        Retries: the SDK's own retry loop is switched off (`max_retries=0` by default) and
+        the runtime retries instead (`hivebus.core.reliability.retry`), so that every retry
+        is bounded by the run's limits, counted against its wall clock, visible in the step
+        record, and seen by the circuit breaker. `retry-after` is passed up on the error.
         """
         self.route = route
         self.model_name = model_name
         self.client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+
+    def usage_bound(self, request: ModelRequest) -> TurnUsage:
+        """Input bounded as characters / 2, output by `max_output_tokens` (a hard API cap)."""
+        return TurnUsage(
+            input_tokens=request_chars(request) // CHARS_PER_TOKEN_BOUND + 1,
+            output_tokens=request.max_output_tokens,
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:

@@ -88,3 +88,22 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer one request."""
         ...
+
+    def usage_bound(self, request: ModelRequest) -> TurnUsage:
+        """An upper bound of what answering `request` can use, reserved against the task budget."""
+        ...
+
+
+CHARS_PER_TOKEN_BOUND = 2
+"""Input tokens are bounded as characters / 2: real tokenizers average 3.5-4 characters."""
+
+
+def request_chars(request: ModelRequest) -> int:
+    """Characters in everything a request sends: system, turns, tool schemas."""
+    chars = len(request.system)
+    for message in request.messages:
+        chars += len(message.text or "")
+        chars += sum(len(str(c.args)) + len(c.name) for c in message.tool_calls)
+        chars += sum(len(o.result.model_dump_json()) for o in message.tool_results)
+    chars += sum(len(t.description) + len(str(t.input_schema)) for t in request.tools)
+    return chars

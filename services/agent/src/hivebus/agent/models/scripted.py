@@ -1,49 +1,91 @@
 """`scripted:<file>`: a deterministic model that replays a YAML list of turns.
 
-Each entry is `{text: ...}` (a final answer) or `{tool: NAME, args: {...}}` (a tool call), with an
-optional `usage: {input_tokens, output_tokens}`. A last entry `{then: repeat}` repeats the turn
-before it forever. The turn played is chosen by how many assistant turns the conversation already
-has, so a resumed run continues where it was.
+Entries:
+    {text: ...}                    a final answer
+    {tool: NAME, args: {...}}      a tool call
+    {error: KIND}                  the call fails: rate_limit (429), overloaded (529),
+                                   server_error (500), timeout, connection (all retryable),
+                                   or bad_request (400, not retryable); `retry_after_s` optional
+    {then: repeat}                 as the last entry: repeat the entry before it forever
+Any entry may carry `usage: {input_tokens, output_tokens}` and `delay_s` (answer that late).
+
+The turn played is chosen by how many assistant turns the conversation already has, so a
+resumed run continues where it was; error entries before a turn fail that many calls first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hivebus.agent.errors import ScriptError
-from hivebus.agent.models.base import ModelRequest, ModelResponse, ToolCall, TurnUsage
+from hivebus.agent.errors import ModelError, ScriptError
+from hivebus.agent.models.base import (
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    TurnUsage,
+    request_chars,
+)
 
 CHARS_PER_TOKEN = 4
 """Without a scripted `usage`, tokens are estimated as characters / 4 (deterministic)."""
 
+ErrorKind = Literal[
+    "rate_limit", "overloaded", "server_error", "timeout", "connection", "bad_request"
+]
+
+_ERRORS: dict[str, tuple[str, bool]] = {
+    "rate_limit": ("429 rate limited", True),
+    "overloaded": ("529 overloaded", True),
+    "server_error": ("500 internal server error", True),
+    "timeout": ("request timed out", True),
+    "connection": ("connection refused", True),
+    "bad_request": ("400 bad request", False),
+}
+
 
 class ScriptTurn(BaseModel):
-    """One scripted turn."""
+    """One scripted entry: an answer, a tool call, or an error."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str | None = None
     tool: str | None = None
     args: Any = Field(default_factory=dict)
+    error: ErrorKind | None = None
+    retry_after_s: float | None = Field(default=None, ge=0)
     usage: TurnUsage | None = None
+    delay_s: float = Field(default=0.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScriptTurn:
-        if (self.text is None) == (self.tool is None):
-            msg = "each turn needs exactly one of `text` or `tool`"
+        if sum(x is not None for x in (self.text, self.tool, self.error)) != 1:
+            msg = "each turn needs exactly one of `text`, `tool` or `error`"
             raise ValueError(msg)
         return self
 
 
-class Script(BaseModel):
-    """A validated script: its turns and whether the last one repeats forever."""
+class Slot(BaseModel):
+    """What one conversation position plays: errors first, then (maybe) an answer."""
 
-    turns: list[ScriptTurn]
-    repeat_last: bool = False
+    errors: list[ScriptTurn] = Field(default_factory=list)
+    response: ScriptTurn | None = None
+
+
+class Script(BaseModel):
+    """A validated script, grouped into slots, and the entry repeated past its end (if any)."""
+
+    slots: list[Slot]
+    repeat: ScriptTurn | None = None
+
+    @property
+    def turns(self) -> list[ScriptTurn]:
+        """The answer or tool-call turns, in order."""
+        return [slot.response for slot in self.slots if slot.response is not None]
 
 
 def parse_script(data: Any, source: str) -> Script:
@@ -54,14 +96,23 @@ def parse_script(data: Any, source: str) -> Script:
     entries = data[:-1] if repeat else data
     if repeat and not entries:
         raise ScriptError(f"script {source}: `then: repeat` needs a turn before it")
-    turns = []
+    slots: list[Slot] = [Slot()]
+    turns: list[ScriptTurn] = []
     for index, entry in enumerate(entries, start=1):
         try:
-            turns.append(ScriptTurn.model_validate(entry))
+            turn = ScriptTurn.model_validate(entry)
         except ValidationError as exc:
             problems = "; ".join(err["msg"] for err in exc.errors())
             raise ScriptError(f"script {source}, turn {index}: {problems}") from exc
-    return Script(turns=turns, repeat_last=repeat)
+        turns.append(turn)
+        if turn.error is not None:
+            slots[-1].errors.append(turn)
+        else:
+            slots[-1].response = turn
+            slots.append(Slot())
+    if not slots[-1].errors:
+        slots.pop()
+    return Script(slots=slots, repeat=turns[-1] if repeat else None)
 
 
 def load_script(path: Path) -> Script:
@@ -76,12 +127,7 @@ def load_script(path: Path) -> Script:
 
 
 def _estimate(request: ModelRequest) -> int:
-    chars = len(request.system)
-    for message in request.messages:
-        chars += len(message.text or "")
-        chars += sum(len(str(c.args)) + len(c.name) for c in message.tool_calls)
-        chars += sum(len(o.result.model_dump_json()) for o in message.tool_results)
-    return chars // CHARS_PER_TOKEN + 1
+    return request_chars(request) // CHARS_PER_TOKEN + 1
 
 
 class ScriptedModel:
@@ -91,28 +137,58 @@ class ScriptedModel:
         """Serve `script` under the name `route`."""
         self.route = route
         self.script = script
+        self._calls_at: dict[int, int] = {}
+
+    def _next(self, request: ModelRequest, *, consume: bool) -> ScriptTurn:
+        position = sum(1 for m in request.messages if m.role == "assistant")
+        calls = self._calls_at.get(position, 0)
+        if consume:
+            self._calls_at[position] = calls + 1
+        if position < len(self.script.slots):
+            slot = self.script.slots[position]
+            if calls < len(slot.errors):
+                return slot.errors[calls]
+            if slot.response is not None:
+                return slot.response
+        if self.script.repeat is not None:
+            return self.script.repeat
+        raise ScriptError(
+            f"{self.route} has {len(self.script.slots)} turns and the run asked for turn "
+            f"{position + 1}; add turns or end the script with `then: repeat`"
+        )
+
+    def _usage(self, turn: ScriptTurn, request: ModelRequest) -> TurnUsage:
+        if turn.error is not None:
+            return TurnUsage()
+        if turn.usage is not None:
+            return turn.usage
+        out_chars = (
+            len(turn.text) if turn.text is not None else len(str(turn.tool)) + len(str(turn.args))
+        )
+        return TurnUsage(
+            input_tokens=_estimate(request), output_tokens=out_chars // CHARS_PER_TOKEN + 1
+        )
+
+    def usage_bound(self, request: ModelRequest) -> TurnUsage:
+        """Exactly what the next turn will report (a scripted model knows)."""
+        return self._usage(self._next(request, consume=False), request)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer with the turn at the position of this call in the conversation."""
+        turn = self._next(request, consume=True)
+        if turn.delay_s:
+            await asyncio.sleep(turn.delay_s)
+        if turn.error is not None:
+            message, retryable = _ERRORS[turn.error]
+            raise ModelError(
+                f"{self.route}: {message}", retryable=retryable, retry_after_s=turn.retry_after_s
+            )
         position = sum(1 for m in request.messages if m.role == "assistant")
-        turns = self.script.turns
-        if position >= len(turns):
-            if not self.script.repeat_last:
-                raise ScriptError(
-                    f"{self.route} has {len(turns)} turns and the run asked for turn "
-                    f"{position + 1}; add turns or end the script with `then: repeat`"
-                )
-            position = len(turns) - 1
-        turn = turns[position]
         if turn.tool is not None:
             response = ModelResponse(
                 tool_calls=[ToolCall(id=f"call_{position + 1}", name=turn.tool, args=turn.args)]
             )
-            out_chars = len(turn.tool) + len(str(turn.args))
         else:
             response = ModelResponse(text=turn.text)
-            out_chars = len(turn.text or "")
-        response.usage = turn.usage or TurnUsage(
-            input_tokens=_estimate(request), output_tokens=out_chars // CHARS_PER_TOKEN + 1
-        )
+        response.usage = self._usage(turn, request)
         return response
