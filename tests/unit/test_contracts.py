@@ -15,10 +15,13 @@ from pydantic import ValidationError
 from hivebus.contracts import (
     EVENT_MODELS,
     SCHEMA_VERSION,
+    BreakerChanged,
+    BudgetWarning,
     DependencyOutput,
     Event,
     Limits,
     Plan,
+    RetryRecord,
     StepRecorded,
     SubTaskAssigned,
     SubTaskFinished,
@@ -41,7 +44,13 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
 EXPORT_COMMAND = ".venv/bin/hivebus schemas contracts/schemas"
 TS = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 USAGE = Usage(
-    input_tokens=120, output_tokens=34, cost_usd=0.0123, steps=3, tool_calls=1, wall_s=2.5
+    input_tokens=120,
+    output_tokens=34,
+    cost_usd=0.0123,
+    steps=3,
+    tool_calls=1,
+    wall_s=2.5,
+    retries=2,
 )
 LIMITS = Limits(max_steps=7, max_tokens=5_000, max_wall_s=30.5, max_tool_calls=2)
 
@@ -51,7 +60,9 @@ def _samples() -> list[Event]:
     common: dict[str, Any] = {"task_id": "task-1", "ts": TS, "event_id": "e" * 32}
     plan = Plan(
         subtasks=[
-            SubTaskSpec(id="draft", role="writer", prompt="Draft it.", input={"n": [1, 2.5]}),
+            SubTaskSpec(
+                id="draft", role="writer", prompt="Draft it.", input={"n": [1, 2.5]}, kind="prose"
+            ),
             SubTaskSpec(
                 id="review",
                 role="reviewer",
@@ -82,6 +93,8 @@ def _samples() -> list[Event]:
             limits=LIMITS,
             model="anthropic:claude-haiku-4",
             output_schema={"type": "object"},
+            subtask_kind="review",
+            budget=TaskBudget(max_tokens=9_000, max_cost_usd=1.25, deadline_s=600),
             dependencies=[DependencyOutput(subtask_id="draft", output={"text": "hi", "n": None})],
         ),
         SubTaskStarted(
@@ -104,6 +117,10 @@ def _samples() -> list[Event]:
             output=["line", 1, 2.0, None, True],
             error="transient: try again",
             usage=USAGE,
+            retries=[
+                RetryRecord(target="kb_read", attempt=1, error="connection refused", delay_s=0.5)
+            ],
+            notes=["breaker tool:kb_read: closed -> open"],
         ),
         SubTaskFinished(
             **common,
@@ -115,6 +132,8 @@ def _samples() -> list[Event]:
             reason="max_tokens reached",
             output={"partial": "hal"},
             usage=USAGE,
+            limit="max_tokens",
+            flags=["contact: replaced phone number not found in any source: 555-010-0199"],
         ),
         TaskFinished(
             **common,
@@ -133,8 +152,19 @@ def _samples() -> list[Event]:
                     blocked_by="draft",
                     usage=USAGE,
                     output={"x": 1},
+                    flags=["secret: redacted a GitHub token"],
                 ),
             ],
+        ),
+        BudgetWarning(
+            **common, used_tokens=7_300, max_tokens=9_000, used_cost_usd=0.5, max_cost_usd=1.25
+        ),
+        BreakerChanged(
+            **common,
+            subtask_id="draft",
+            breaker="model:anthropic:claude-haiku-4",
+            old="closed",
+            new="open",
         ),
     ]
 
@@ -297,15 +327,31 @@ def test_subjects_put_a_valid_id_in_exactly_one_token() -> None:
 
 def test_usage_plus_adds_every_field() -> None:
     """`Usage.plus` sums every counter and leaves both operands unchanged."""
-    a = Usage(input_tokens=1, output_tokens=2, cost_usd=0.1, steps=3, tool_calls=4, wall_s=0.5)
-    b = Usage(input_tokens=10, output_tokens=20, cost_usd=0.2, steps=30, tool_calls=40, wall_s=1.25)
+    a = Usage(
+        input_tokens=1, output_tokens=2, cost_usd=0.1, steps=3, tool_calls=4, wall_s=0.5, retries=5
+    )
+    b = Usage(
+        input_tokens=10,
+        output_tokens=20,
+        cost_usd=0.2,
+        steps=30,
+        tool_calls=40,
+        wall_s=1.25,
+        retries=50,
+    )
     total = a.plus(b)
     assert total == Usage(
-        input_tokens=11, output_tokens=22, cost_usd=0.3, steps=33, tool_calls=44, wall_s=1.75
+        input_tokens=11,
+        output_tokens=22,
+        cost_usd=0.3,
+        steps=33,
+        tool_calls=44,
+        wall_s=1.75,
+        retries=55,
     )
     assert total.tokens == 33
     assert a == Usage(
-        input_tokens=1, output_tokens=2, cost_usd=0.1, steps=3, tool_calls=4, wall_s=0.5
+        input_tokens=1, output_tokens=2, cost_usd=0.1, steps=3, tool_calls=4, wall_s=0.5, retries=5
     )
     assert b.plus(Usage()) == b
 
@@ -318,6 +364,7 @@ usages = st.builds(
     steps=st.integers(0, 10**6),
     tool_calls=st.integers(0, 10**6),
     wall_s=st.floats(0, 10**5, allow_nan=False),
+    retries=st.integers(0, 10**6),
 )
 
 
@@ -330,5 +377,6 @@ def test_usage_plus_is_commutative_and_exact_on_counts(a: Usage, b: Usage) -> No
     assert total.tokens == a.tokens + b.tokens
     assert total.steps == a.steps + b.steps
     assert total.tool_calls == a.tool_calls + b.tool_calls
+    assert total.retries == a.retries + b.retries
     assert total.cost_usd == pytest.approx(a.cost_usd + b.cost_usd, abs=1e-6)
     assert total.wall_s == pytest.approx(a.wall_s + b.wall_s, abs=1e-3)

@@ -53,6 +53,7 @@ class Reply:
     body: bytes = b"{}"
     content_type: str = "application/json"
     hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +96,8 @@ def handler_for(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
             self.send_response(reply.status)
             self.send_header("content-type", reply.content_type)
             self.send_header("content-length", str(len(reply.body)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(reply.body)
 
@@ -289,6 +292,18 @@ async def test_http_errors_become_model_errors_that_know_if_a_retry_helps(
         await model_for(fake).complete(hello())
     assert caught.value.retryable is retryable
     assert f"answered {status}" in str(caught.value)
+    assert len(fake.received) == 1
+
+
+async def test_retry_after_header_is_passed_up_on_a_429(fake: FakeAnthropic) -> None:
+    """A 429's `retry-after` reaches our retry layer as `retry_after_s`; the SDK does not retry."""
+    fake.reply = Reply(
+        status=429, body=json.dumps(error_body(429)).encode(), headers={"retry-after": "1.5"}
+    )
+    with pytest.raises(ModelError) as caught:
+        await model_for(fake).complete(hello())
+    assert caught.value.retryable
+    assert caught.value.retry_after_s == 1.5
     assert len(fake.received) == 1
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,15 @@ import pytest
 
 from hivebus.agent.errors import ModelError
 from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, parse_output
+from hivebus.agent.modelcall import ModelCaller
 from hivebus.agent.models.base import Model, ModelRequest, ModelResponse, ToolCall, TurnUsage
 from hivebus.agent.models.scripted import ScriptedModel, parse_script
 from hivebus.agent.tool import Tool, ToolContext, tool
 from hivebus.agent.toolbox import Toolbox
+from hivebus.agent.toolstep import ToolRunner
 from hivebus.contracts import (
+    BreakerChanged,
+    BudgetWarning,
     DependencyOutput,
     Limits,
     StepRecorded,
@@ -28,6 +31,9 @@ from hivebus.contracts import (
     ToolErrorKind,
 )
 from hivebus.core import Clock, Price, SystemClock
+from hivebus.core.reliability import BreakerPolicy, BreakerRegistry, RetryPolicy
+
+from .fakes import CollectingSink, FakeClock, FunctionModel
 
 FREE = Price(input_per_mtok=0.0, output_per_mtok=0.0)
 ROUTE = "scripted:test"
@@ -58,38 +64,6 @@ def remember(note: str, context: ToolContext) -> str:
     return f"{note}@{context.idempotency_key}"
 
 
-class FakeClock:
-    """A clock that only moves when a test advances it."""
-
-    def __init__(self) -> None:
-        """Start at an arbitrary monotonic reading."""
-        self.seconds = 1000.0
-
-    def monotonic(self) -> float:
-        """The current fake monotonic reading."""
-        return self.seconds
-
-    def now(self) -> datetime:
-        """A wall time that moves with the monotonic reading."""
-        return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self.seconds)
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.seconds += seconds
-
-
-class CollectingSink:
-    """Keeps every step event the loop reports."""
-
-    def __init__(self) -> None:
-        """Start with no events."""
-        self.events: list[StepRecorded] = []
-
-    async def step(self, event: StepRecorded) -> None:
-        """Record one step."""
-        self.events.append(event)
-
-
 class BrokenSink:
     """A sink whose bus is down: every report fails."""
 
@@ -102,23 +76,13 @@ class BrokenSink:
         self.attempts += 1
         raise ConnectionError(f"bus down, step {event.step} lost")
 
+    async def budget_warning(self, event: BudgetWarning) -> None:
+        """Fail to record it."""
+        raise ConnectionError(f"bus down, {event.kind} lost")
 
-Respond = Callable[[ModelRequest], Awaitable[ModelResponse]]
-
-
-class FunctionModel:
-    """A model whose answers a test function computes; it keeps a copy of every request."""
-
-    def __init__(self, respond: Respond, route: str = "function:test") -> None:
-        """Answer with `respond` under the name `route`."""
-        self.route = route
-        self.respond = respond
-        self.requests: list[ModelRequest] = []
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Record the request and answer it."""
-        self.requests.append(request.model_copy(deep=True))
-        return await self.respond(request)
+    async def breaker_changed(self, event: BreakerChanged) -> None:
+        """Fail to record it."""
+        raise ConnectionError(f"bus down, {event.kind} lost")
 
 
 def scripted(data: list[Any]) -> ScriptedModel:
@@ -170,6 +134,7 @@ def assert_well_formed(finished: Finished) -> None:
         SubTaskStatus.COMPLETED,
         SubTaskStatus.FAILED,
         SubTaskStatus.BUDGET_EXCEEDED,
+        SubTaskStatus.LOOP_DETECTED,
     }
     assert [e.step for e in steps] == list(range(1, len(steps) + 1))
     assert outcome.usage.steps == len(steps)
@@ -179,6 +144,29 @@ def assert_well_formed(finished: Finished) -> None:
     assert {(e.task_id, e.subtask_id, e.attempt, e.run_id) for e in steps} <= {
         ("task-1", "sub-1", 1, RUN_ID)
     }
+
+
+def make_context(
+    model: Model,
+    toolbox: Toolbox,
+    workspace: Path,
+    *,
+    price: Price,
+    clock: Clock,
+    sink: CollectingSink | BrokenSink,
+) -> RunContext:
+    """A run context around one model, with no retries, fresh breakers and no task budget."""
+    breakers = BreakerRegistry(BreakerPolicy(), clock)
+    no_retry = RetryPolicy(attempts=1)
+    return RunContext(
+        system="You are a test agent.",
+        caller=ModelCaller([model], breakers=breakers, retry=no_retry, price_for=lambda _: price),
+        tools=ToolRunner(toolbox, breakers=breakers, retry=no_retry),
+        workspace=workspace,
+        clock=clock,
+        events=sink,
+        run_id=RUN_ID,
+    )
 
 
 async def run_agent(
@@ -194,15 +182,13 @@ async def run_agent(
 ) -> Finished:
     """Run one sub-task through the real loop and check the run is well formed."""
     sink = CollectingSink()
-    ctx = RunContext(
-        system="You are a test agent.",
-        model=model,
-        toolbox=Toolbox(tools, [Tier.READ, Tier.WRITE_SAFE]),
+    ctx = make_context(
+        model,
+        Toolbox(tools, [Tier.READ, Tier.WRITE_SAFE]),
+        workspace,
         price=price,
-        workspace=workspace,
         clock=clock or FakeClock(),
         sink=sink,
-        run_id=RUN_ID,
     )
     outcome = await AgentLoop(assignment(limits, output_schema, **extra), ctx).run()
     finished = Finished(outcome=outcome, steps=sink.events)
@@ -211,6 +197,11 @@ async def run_agent(
 
 
 TOOL_LOOP = [{"tool": "lookup", "args": {"key": "a"}}, {"then": "repeat"}]
+VARIED_LOOKUPS = [
+    *({"tool": "lookup", "args": {"key": key}} for key in "abcdef"),
+    {"text": "done"},
+]
+"""Different calls each turn: no loop, so only a limit can stop it early."""
 
 
 # --- completing -------------------------------------------------------------------------------
@@ -444,12 +435,15 @@ async def test_valid_json_answer_completes_with_parsed_output(workspace: Path) -
 async def test_invalid_answer_fails_with_invalid_output(
     workspace: Path, answer: str, detail: str
 ) -> None:
-    """An answer that breaks the output schema fails with `invalid_output` and keeps the text."""
-    run = await run_agent(scripted([{"text": answer}]), workspace, output_schema=TITLE_SCHEMA)
+    """An answer that keeps breaking the output schema fails `invalid_output` after corrections."""
+    model = scripted([{"text": answer}, {"then": "repeat"}])
+    run = await run_agent(model, workspace, output_schema=TITLE_SCHEMA)
     assert run.outcome.status is SubTaskStatus.FAILED
     assert run.reason.startswith("invalid_output")
     assert detail in run.reason
+    assert run.reason.endswith("(after 2 corrections)")
     assert run.outcome.output == answer
+    assert run.outcome.usage.steps == 3
 
 
 def test_parse_output_without_schema_keeps_text() -> None:
@@ -469,7 +463,7 @@ def test_parse_output_reports_an_invalid_schema() -> None:
 
 
 async def test_model_error_fails_the_run_with_its_message(workspace: Path) -> None:
-    """A `ModelError` ends the run `failed` with its message and keeps the text so far."""
+    """A `ModelError` from the only model fails the run naming chain and error, text kept."""
 
     async def flaky(request: ModelRequest) -> ModelResponse:
         if any(m.role == "assistant" for m in request.messages):
@@ -478,11 +472,15 @@ async def test_model_error_fails_the_run_with_its_message(workspace: Path) -> No
         return ModelResponse(text="looking a up", tool_calls=[call])
 
     run = await run_agent(FunctionModel(flaky), workspace)
+    expected = (
+        "no model could answer (tried function:test): "
+        "function:test failed: model endpoint answered 503: overloaded"
+    )
     assert run.outcome.status is SubTaskStatus.FAILED
-    assert run.reason == "model endpoint answered 503: overloaded"
+    assert run.reason == expected
     assert run.outcome.output == "looking a up"
     assert run.steps[-1].step_kind == "model"
-    assert run.steps[-1].error == "model endpoint answered 503: overloaded"
+    assert run.steps[-1].error == expected
 
 
 async def test_exhausted_script_fails_the_run(workspace: Path) -> None:
@@ -506,15 +504,13 @@ async def test_unexpected_model_exception_still_ends_with_one_outcome(workspace:
 async def test_a_failing_step_sink_does_not_kill_the_run(workspace: Path) -> None:
     """Step events that cannot be delivered are logged and the run still completes."""
     sink = BrokenSink()
-    ctx = RunContext(
-        system="s",
-        model=scripted([{"tool": "lookup", "args": {"key": "a"}}, {"text": "done"}]),
-        toolbox=Toolbox([lookup], [Tier.READ]),
+    ctx = make_context(
+        scripted([{"tool": "lookup", "args": {"key": "a"}}, {"text": "done"}]),
+        Toolbox([lookup], [Tier.READ]),
+        workspace,
         price=FREE,
-        workspace=workspace,
         clock=FakeClock(),
         sink=sink,
-        run_id=RUN_ID,
     )
     outcome = await AgentLoop(assignment(), ctx).run()
     assert outcome.status is SubTaskStatus.COMPLETED
@@ -528,12 +524,13 @@ async def test_a_failing_step_sink_does_not_kill_the_run(workspace: Path) -> Non
     ("script", "limits", "status"),
     [
         ([{"text": "hi"}], Limits(), SubTaskStatus.COMPLETED),
-        (TOOL_LOOP, Limits(max_steps=7), SubTaskStatus.BUDGET_EXCEEDED),
+        (VARIED_LOOKUPS, Limits(max_steps=7), SubTaskStatus.BUDGET_EXCEEDED),
+        (TOOL_LOOP, Limits(max_steps=7), SubTaskStatus.LOOP_DETECTED),
         (TOOL_LOOP, Limits(max_steps=1), SubTaskStatus.BUDGET_EXCEEDED),
         (TOOL_LOOP, Limits(max_tool_calls=0), SubTaskStatus.BUDGET_EXCEEDED),
         ([{"tool": "lookup", "args": {"key": "a"}}], Limits(), SubTaskStatus.FAILED),
     ],
-    ids=["answer", "steps", "one-step", "no-tool-calls", "exhausted"],
+    ids=["answer", "steps", "same-call", "one-step", "no-tool-calls", "exhausted"],
 )
 async def test_every_run_ends_with_one_outcome_and_numbered_steps(
     workspace: Path, script: list[Any], limits: Limits, status: SubTaskStatus

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def test_parse_script_accepts_text_tool_usage_and_repeat() -> None:
         ],
         "s.yaml",
     )
-    assert script.repeat_last
+    assert script.repeat is not None
     assert len(script.turns) == 2
     first, second = script.turns
     assert (first.text, first.tool, first.usage) == ("thinking done", None, None)
@@ -70,7 +71,7 @@ def test_parse_script_accepts_text_tool_usage_and_repeat() -> None:
 def test_parse_script_without_repeat_does_not_repeat() -> None:
     """A script without `then: repeat` keeps every entry as a turn and does not repeat."""
     script = parse_script([{"tool": "lookup"}, {"text": "done"}], "s.yaml")
-    assert not script.repeat_last
+    assert script.repeat is None
     assert [t.tool or t.text for t in script.turns] == ["lookup", "done"]
     assert script.turns[0].args == {}
 
@@ -123,7 +124,7 @@ def test_load_script_reads_yaml(tmp_path: Path) -> None:
         "- tool: lookup\n  args: {key: a}\n- text: done\n- then: repeat\n", encoding="utf-8"
     )
     script = load_script(path)
-    assert script.repeat_last
+    assert script.repeat is not None
     assert [t.tool or t.text for t in script.turns] == ["lookup", "done"]
 
 
@@ -225,3 +226,64 @@ async def test_default_usage_estimate_grows_with_the_conversation() -> None:
     long = await scripted.complete(conversation(3))
     assert long.usage.input_tokens > short.usage.input_tokens
     assert long.usage.output_tokens == short.usage.output_tokens
+
+
+# --- errors and delays ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "retryable"),
+    [
+        ("rate_limit", "429 rate limited", True),
+        ("overloaded", "529 overloaded", True),
+        ("server_error", "500 internal server error", True),
+        ("timeout", "request timed out", True),
+        ("connection", "connection refused", True),
+        ("bad_request", "400 bad request", False),
+    ],
+)
+async def test_an_error_entry_fails_one_call_then_the_next_turn_plays(
+    kind: str, message: str, *, retryable: bool
+) -> None:
+    """An error entry fails one call with its status, retryability and retry-after, then answers."""
+    scripted = model([{"error": kind, "retry_after_s": 3}, {"text": "done"}])
+    with pytest.raises(ModelError) as caught:
+        await scripted.complete(conversation(0))
+    assert str(caught.value) == f"{ROUTE}: {message}"
+    assert caught.value.retryable is retryable
+    assert caught.value.retry_after_s == 3
+    assert (await scripted.complete(conversation(0))).text == "done"
+
+
+async def test_error_entries_fail_as_many_calls_at_their_position() -> None:
+    """Errors before a turn fail that many calls there; `usage_bound` consumes none of them."""
+    scripted = model(
+        [
+            {"tool": "lookup"},
+            {"error": "overloaded"},
+            {"error": "timeout"},
+            {"text": "done", "usage": {"input_tokens": 5, "output_tokens": 1}},
+        ]
+    )
+    assert (await scripted.complete(conversation(0))).tool_calls
+    assert scripted.usage_bound(conversation(1)) == TurnUsage()
+    failures = []
+    for _ in range(2):
+        with pytest.raises(ModelError) as caught:
+            await scripted.complete(conversation(1))
+        failures.append(str(caught.value))
+    assert failures == [f"{ROUTE}: 529 overloaded", f"{ROUTE}: request timed out"]
+    assert scripted.usage_bound(conversation(1)) == TurnUsage(input_tokens=5, output_tokens=1)
+    assert (await scripted.complete(conversation(1))).text == "done"
+
+
+async def test_a_delayed_turn_answers_only_after_its_delay() -> None:
+    """A turn with `delay_s` is still pending when other tasks run, and answers after the delay."""
+    scripted = model([{"text": "late", "delay_s": 0.05}])
+    started = asyncio.get_running_loop().time()
+    pending = asyncio.create_task(scripted.complete(conversation(0)))
+    await asyncio.sleep(0)
+    assert not pending.done()
+    response = await asyncio.wait_for(pending, timeout=5)
+    assert response.text == "late"
+    assert asyncio.get_running_loop().time() - started >= 0.05

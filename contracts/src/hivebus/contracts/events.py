@@ -137,9 +137,7 @@ class SubTaskFinished(Event):
     output: Any = Field(default=None, description="The final or partial output.")
     usage: Usage
     limit: str | None = Field(default=None, description="The limit reached, if one was.")
-    flags: list[str] = Field(
-        default_factory=list, description="Findings of the output validators."
-    )
+    flags: list[str] = Field(default_factory=list, description="Findings of the output validators.")
 
 
 class BudgetWarning(Event):

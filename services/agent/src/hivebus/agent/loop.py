@@ -31,7 +31,15 @@ from hivebus.agent.modelcall import (
     ModelStep,
     WallClockExceededError,
 )
-from hivebus.agent.models.base import Message, ModelRequest, ModelResponse, ToolOutcome, ToolSpec
+from hivebus.agent.models.base import (
+    CHARS_PER_TOKEN_BOUND,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolOutcome,
+    ToolSpec,
+    request_chars,
+)
 from hivebus.agent.tool import ToolContext
 from hivebus.agent.toolstep import ToolRunner, ToolStep, call_signature
 from hivebus.agent.validators import OutputValidator, ValidationContext, run_validators
@@ -53,6 +61,9 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_OUTPUT = 4096
 """Output tokens asked for per model call, lowered when the run has fewer tokens left."""
+
+MIN_OUTPUT_TOKENS = 16
+"""Below this much room for output, a model call is not worth making."""
 
 LOOP_WARN_AT = 2
 LOOP_END_AT = 3
@@ -294,17 +305,19 @@ class AgentLoop:
         request = ModelRequest(
             system=self.ctx.system,
             messages=self.messages,
-            max_output_tokens=max(
-                1, min(DEFAULT_MAX_OUTPUT, self.limits.max_tokens - self.usage.tokens)
-            ),
             tools=[
                 ToolSpec(name=t.name, description=t.description, input_schema=t.input_schema())
                 for t in specs
             ],
         )
+        # Ask for no more output than the run has tokens left for, after the input's bound.
+        room = self.limits.max_tokens - self.usage.tokens
+        input_bound = request_chars(request) // CHARS_PER_TOKEN_BOUND + 1
+        request.max_output_tokens = max(1, min(DEFAULT_MAX_OUTPUT, room - input_bound))
         bound = self.ctx.caller.models[0].usage_bound(request)
-        if self.usage.tokens + bound.input_tokens + bound.output_tokens > self.limits.max_tokens:
-            raise TokenLimitAheadError(bound.input_tokens + bound.output_tokens)
+        needed = bound.input_tokens + bound.output_tokens
+        if needed > room or room - input_bound < MIN_OUTPUT_TOKENS:
+            raise TokenLimitAheadError(needed)
         step = ModelStep()
         response: ModelResponse | None = None
         error: str | None = None
@@ -464,10 +477,12 @@ class AgentLoop:
             name=name,
             input=redact_secrets(step_input),
             output=redact_secrets(step_output),
-            error=error,
+            error=redact_secrets(error),
             usage=usage,
-            retries=retries.retries,
-            notes=retries.notes,
+            retries=[
+                r.model_copy(update={"error": redact_secrets(r.error)}) for r in retries.retries
+            ],
+            notes=[redact_secrets(note) for note in retries.notes],
         )
         try:
             await self.ctx.events.step(event)

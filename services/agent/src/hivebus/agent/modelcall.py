@@ -19,7 +19,7 @@ from hivebus.agent.errors import AgentError, ModelError
 from hivebus.agent.models.base import Model, ModelRequest, ModelResponse
 from hivebus.contracts import RetryRecord, TaskBudget
 from hivebus.core import Price
-from hivebus.core.budget import BudgetLedger, LedgerState
+from hivebus.core.budget import BudgetLedger, LedgerState, Reservation
 from hivebus.core.reliability import BreakerRegistry, BreakerState, RetryPolicy, retry_transient
 from hivebus.core.reliability.retry import RetryAttempt
 
@@ -37,6 +37,11 @@ class WallClockExceededError(Exception):
 
 
 BreakerChange = tuple[str, BreakerState, BreakerState]
+
+RESERVE_WAIT_INITIAL_S = 0.05
+RESERVE_WAIT_MAX_S = 1.0
+RESERVE_WAIT_ATTEMPTS = 40
+"""While other calls' reservations block the task budget, wait for them this long, at most."""
 
 
 @dataclass
@@ -100,6 +105,7 @@ class ModelCaller:
             breaker = self.breakers.get(f"model:{model.route}")
             before = breaker.state
             allowed = breaker.allow()
+            trial = breaker.granted_trial
             self._note_change(step, breaker.name, before, breaker.state)
             if not allowed:
                 wait = breaker.seconds_until_trial()
@@ -112,12 +118,12 @@ class ModelCaller:
                 if exc.retryable:
                     breaker.record_failure()
                 else:
-                    breaker.release()
+                    breaker.release(trial=trial)
                 self._note_change(step, breaker.name, before, breaker.state)
                 step.notes.append(f"{model.route} failed: {exc}")
                 continue
             except BaseException:
-                breaker.release()
+                breaker.release(trial=trial)
                 raise
             before = breaker.state
             breaker.record_success()
@@ -137,14 +143,9 @@ class ModelCaller:
         if self.budget is not None:
             bound = model.usage_bound(request)
             held_cost = cost_of(price, bound.input_tokens, bound.output_tokens)
-            reservation, why = await self.budget.ledger.reserve(
-                self.budget.task_id,
-                self.budget.budget,
-                bound.input_tokens + bound.output_tokens,
-                held_cost,
+            reservation = await self._reserve(
+                bound.input_tokens + bound.output_tokens, held_cost, time_left
             )
-            if reservation is None:
-                raise BudgetRefusedError(why)
 
         def record(attempt: RetryAttempt) -> None:
             step.retries.append(
@@ -182,6 +183,24 @@ class ModelCaller:
                 crossed = await self.budget.ledger.settle(reservation, used_tokens, used_cost)
                 step.budget_warning = step.budget_warning or crossed
         return response
+
+    async def _reserve(
+        self, tokens: int, cost_usd: float, time_left: Callable[[], float]
+    ) -> Reservation:
+        """Reserve against the task budget, waiting (bounded) while only in-flight calls block."""
+        assert self.budget is not None  # noqa: S101 - only called with a budget
+        delay = RESERVE_WAIT_INITIAL_S
+        for _ in range(RESERVE_WAIT_ATTEMPTS):
+            reservation, why, may_wait = await self.budget.ledger.reserve(
+                self.budget.task_id, self.budget.budget, tokens, cost_usd
+            )
+            if reservation is not None:
+                return reservation
+            if not may_wait or time_left() <= delay:
+                raise BudgetRefusedError(why)
+            await self.sleep(delay)
+            delay = min(delay * 2, RESERVE_WAIT_MAX_S)
+        raise BudgetRefusedError(why)
 
     @staticmethod
     def _note_change(step: ModelStep, name: str, old: BreakerState, new: BreakerState) -> None:

@@ -16,6 +16,7 @@ from pydantic_core import to_jsonable_python
 
 from hivebus.agent.errors import ToolDefinitionError, ToolFailure
 from hivebus.agent.tool import Tool, ToolContext, as_tool
+from hivebus.agent.validators.secrets import redact_secrets
 from hivebus.contracts import Tier, ToolErrorKind, ToolResult
 from hivebus.core import get_logger
 
@@ -130,10 +131,10 @@ class Toolbox:
         except ToolFailure as exc:
             return ToolResult.failure(exc.kind, str(exc), exc.suggestion)
         except Exception as exc:  # noqa: BLE001 - tool code may raise anything; it never escapes
-            log.warning("tool_raised", tool=found.name, error=repr(exc))
+            log.warning("tool_raised", tool=found.name, error=redact_secrets(repr(exc)))
             return ToolResult.failure(
                 ToolErrorKind.PERMANENT,
-                f"tool {found.name!r} failed: {type(exc).__name__}: {exc}",
+                redact_secrets(f"tool {found.name!r} failed: {type(exc).__name__}: {exc}"),
                 "do not repeat the same call; try other arguments or another approach",
             )
         try:

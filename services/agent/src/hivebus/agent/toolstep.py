@@ -65,11 +65,16 @@ class ToolRunner:
         self, name: str, args: Any, context: ToolContext, time_left: Callable[[], float]
     ) -> ToolStep:
         """Call a tool; transient failures are retried, a tool whose breaker is open is not."""
-        breaker = self.breakers.get(f"tool:{name}") if name in self.toolbox.tools else None
+        found = self.toolbox.tools.get(name)
+        breaker = self.breakers.get(f"tool:{name}") if found is not None else None
+        # A timeout caused by the run running out of time says nothing about the tool's health.
+        cut_by_run = found is not None and time_left() < found.timeout_s
+        trial = False
         step = ToolStep(result=ToolResult.success(None))
         if breaker is not None:
             before = breaker.state
             allowed = breaker.allow()
+            trial = breaker.granted_trial
             _note(step, breaker.name, before, breaker.state)
             if not allowed:
                 wait = breaker.seconds_until_trial()
@@ -104,12 +109,13 @@ class ToolRunner:
             step.result = exc.result
         if breaker is not None:
             before = breaker.state
-            if step.result.error is not None and step.result.error.kind in UNHEALTHY:
+            kind = step.result.error.kind if step.result.error is not None else None
+            if kind in UNHEALTHY and not (kind == ToolErrorKind.TIMEOUT and cut_by_run):
                 breaker.record_failure()
             elif step.result.ok:
                 breaker.record_success()
             else:
-                breaker.release()
+                breaker.release(trial=trial)
             _note(step, breaker.name, before, breaker.state)
         return step
 

@@ -51,9 +51,8 @@ class LedgerState(BaseModel):
         """The state with a reservation replaced by what the call actually used."""
         used_tokens = self.used_tokens + tokens
         used_cost = round(self.used_cost_usd + cost_usd, 9)
-        crossed = (
-            used_tokens >= WARN_FRACTION * self.max_tokens
-            or used_cost >= WARN_FRACTION * self.max_cost_usd
+        crossed = (self.max_tokens > 0 and used_tokens >= WARN_FRACTION * self.max_tokens) or (
+            self.max_cost_usd > 0 and used_cost >= WARN_FRACTION * self.max_cost_usd
         )
         return self.model_copy(
             update={
@@ -67,6 +66,13 @@ class LedgerState(BaseModel):
             }
         )
 
+    def fits_once_settled(self, tokens: int, cost_usd: float) -> bool:
+        """Whether the request fits what is used, if in-flight reservations held nothing."""
+        return (self.reserved_tokens > 0 or self.reserved_cost_usd > 0) and (
+            self.used_tokens + tokens <= self.max_tokens
+            and self.used_cost_usd + cost_usd <= self.max_cost_usd + 1e-12
+        )
+
     def exhausted_by(self, tokens: int, cost_usd: float) -> str:
         """Which budget a refused reservation would have broken, in words."""
         if self.used_tokens + self.reserved_tokens + tokens > self.max_tokens:
@@ -76,7 +82,8 @@ class LedgerState(BaseModel):
             )
         return (
             f"task budget max_cost_usd reached (${self.used_cost_usd:.4f} used, "
-            f"${cost_usd:.4f} needed, ${self.max_cost_usd:.4f} allowed)"
+            f"${self.reserved_cost_usd:.4f} reserved, ${cost_usd:.4f} needed, "
+            f"${self.max_cost_usd:.4f} allowed)"
         )
 
 
@@ -146,23 +153,30 @@ class BudgetLedger:
 
     async def reserve(
         self, task_id: str, budget: TaskBudget, tokens: int, cost_usd: float
-    ) -> tuple[Reservation | None, str]:
-        """Hold `tokens`/`cost_usd`; returns the reservation, or None and why it was refused."""
+    ) -> tuple[Reservation | None, str, bool]:
+        """Hold `tokens`/`cost_usd`.
+
+        Returns the reservation (or None), why it was refused, and whether waiting can help:
+        True when only other calls' reservations stand in the way (they settle soon, usually
+        for less than they held), False when used tokens or cost alone leave no room.
+        """
         refusal = ""
+        may_wait = False
 
         def hold(current: LedgerState | None) -> LedgerState | None:
-            nonlocal refusal
+            nonlocal refusal, may_wait
             state = current or LedgerState(
                 max_tokens=budget.max_tokens, max_cost_usd=budget.max_cost_usd
             )
             updated = state.reserve(tokens, cost_usd)
             refusal = "" if updated is not None else state.exhausted_by(tokens, cost_usd)
+            may_wait = updated is None and state.fits_once_settled(tokens, cost_usd)
             return updated
 
         _, changed = await self.store.update(task_id, hold)
         if not changed:
-            return None, refusal
-        return Reservation(task_id, tokens, cost_usd), ""
+            return None, refusal, may_wait
+        return Reservation(task_id, tokens, cost_usd), "", False
 
     async def settle(
         self, reservation: Reservation, tokens: int, cost_usd: float

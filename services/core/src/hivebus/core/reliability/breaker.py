@@ -60,6 +60,8 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at = 0.0
         self.trial_in_flight = False
+        self.granted_trial = False
+        """Whether the last `allow()` that said yes let the half-open trial through."""
 
     def _move(self, new: BreakerState) -> None:
         old, self.state = self.state, new
@@ -67,7 +69,12 @@ class CircuitBreaker:
             self.listener(self.name, old, new)
 
     def allow(self) -> bool:
-        """Whether a call may go through now (a half-open breaker lets one trial through)."""
+        """Whether a call may go through now (a half-open breaker lets one trial through).
+
+        Right after a yes, `granted_trial` says whether this call is the trial; pass it to
+        `release` so only the trial's release makes way for the next trial.
+        """
+        self.granted_trial = False
         if self.state == BreakerState.OPEN:
             if self.clock.monotonic() - self.opened_at < self.policy.reset_after_s:
                 return False
@@ -76,6 +83,7 @@ class CircuitBreaker:
             if self.trial_in_flight:
                 return False
             self.trial_in_flight = True
+            self.granted_trial = True
         return True
 
     def record_success(self) -> None:
@@ -92,9 +100,13 @@ class CircuitBreaker:
             self.opened_at = self.clock.monotonic()
             self._move(BreakerState.OPEN)
 
-    def release(self) -> None:
-        """A call was let through but said nothing about health (a 4xx, a refusal): forget it."""
-        self.trial_in_flight = False
+    def release(self, *, trial: bool = False) -> None:
+        """A call was let through but said nothing about health (a 4xx, a refusal).
+
+        Only the release of the trial itself (`trial=True`) lets the next trial through.
+        """
+        if trial:
+            self.trial_in_flight = False
 
     def seconds_until_trial(self) -> float:
         """How long an open breaker stays shut (0 when calls may go through)."""

@@ -79,7 +79,8 @@ async def retry_transient(
     def stop(state: RetryCallState) -> bool:
         if stop_after_attempt(policy.attempts)(state):
             return True
-        return wait(state) >= time_left()
+        # tenacity draws the delay (jitter included) before asking whether to stop.
+        return state.upcoming_sleep >= time_left()
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
