@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from hivebus.contracts import (
+    DeadLetter,
+    DeadlineReached,
     DependencyOutput,
     Limits,
     Plan,
@@ -45,6 +47,16 @@ class FakeOutbox:
         self.dispatched: list[SubTaskAssigned] = []
         self.rejections: list[TaskRejected] = []
         self.finishes: list[TaskFinished] = []
+        self.deadlines: list[DeadlineReached] = []
+        self.dead_letters: list[DeadLetter] = []
+
+    async def schedule_deadline(self, event: DeadlineReached) -> None:
+        """Keep the scheduled deadline (a test delivers it by calling `stop`)."""
+        self.deadlines.append(event)
+
+    async def dead_letter(self, event: DeadLetter) -> None:
+        """Keep a dead letter."""
+        self.dead_letters.append(event)
 
     async def dispatch(self, assignment: SubTaskAssigned) -> None:
         """Store a dispatch, unless this is the call that fails."""

@@ -6,7 +6,7 @@ import string
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -106,7 +106,8 @@ async def test_write_read_list_round_trip(tool_context: ToolContext, workspace: 
     assert read.ok
     assert read.data == text
 
-    await TOOLBOX.call("write_file", {"path": "b.md", "content": ""}, tool_context)
+    second_call = replace(tool_context, step=3, idempotency_key="run1:3:call_2")
+    await TOOLBOX.call("write_file", {"path": "b.md", "content": ""}, second_call)
     listed = await TOOLBOX.call("list_files", {}, tool_context)
     assert listed.data == ["b.md", "notes/a.md"]
     under = await TOOLBOX.call("list_files", {"path": "notes"}, tool_context)
@@ -117,13 +118,23 @@ async def test_write_replaces_a_file_and_leaves_no_temporary_file(
     tool_context: ToolContext, workspace: Path
 ) -> None:
     """Writing a path twice keeps the second content, and no temporary file is left behind."""
-    for content in ("first", "second"):
-        result = await TOOLBOX.call(
-            "write_file", {"path": "a.md", "content": content}, tool_context
-        )
+    for step, content in enumerate(("first", "second"), start=2):
+        call = replace(tool_context, step=step, idempotency_key=f"run1:{step}:call")
+        result = await TOOLBOX.call("write_file", {"path": "a.md", "content": content}, call)
         assert result.ok
     assert (workspace / "a.md").read_text(encoding="utf-8") == "second"
-    assert list(snapshot(workspace)) == ["a.md"]
+    assert [p for p in snapshot(workspace) if not p.startswith(".hivebus")] == ["a.md"]
+
+
+async def test_a_replayed_write_is_a_no_op(tool_context: ToolContext, workspace: Path) -> None:
+    """The same call replayed (same idempotency key, as after a crash) changes nothing."""
+    first = await TOOLBOX.call("write_file", {"path": "a.md", "content": "v1"}, tool_context)
+    (workspace / "a.md").write_text("changed by a later step", encoding="utf-8")
+    again = await TOOLBOX.call("write_file", {"path": "a.md", "content": "v1"}, tool_context)
+    assert first.ok
+    assert again.ok
+    assert again.data["replayed"] is True
+    assert (workspace / "a.md").read_text(encoding="utf-8") == "changed by a later step"
 
 
 async def test_backslashes_are_directory_separators(

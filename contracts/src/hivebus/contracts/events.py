@@ -160,6 +160,34 @@ class BreakerChanged(Event):
     new: str
 
 
+class CancelRequested(Event):
+    """Stop a task: runs stop at their next step boundary, nothing new is dispatched."""
+
+    kind: Literal["cancel_requested"] = "cancel_requested"
+    reason: str = Field(default="cancelled by request", max_length=1000)
+
+
+class DeadlineReached(Event):
+    """A task's deadline: published when the task is accepted, delivered when it is due."""
+
+    kind: Literal["deadline_reached"] = "deadline_reached"
+    deadline: datetime
+
+
+class DeadLetter(Event):
+    """Something that could not finish, with what a person needs to understand and replay it."""
+
+    kind: Literal["dead_letter"] = "dead_letter"
+    subtask_id: Identifier | None = None
+    attempt: int = Field(default=1, ge=1)
+    why: str = Field(description="max_deliveries, unrecoverable or deadline.")
+    deliveries: int = Field(default=0, ge=0)
+    original: Any = Field(default=None, description="The message that could not be processed.")
+    checkpoint: Any = Field(default=None, description="The run's last checkpoint, if any.")
+    usage: Usage = Field(default_factory=Usage)
+    errors: list[str] = Field(default_factory=list, description="The error chain, oldest first.")
+
+
 class SubTaskSummary(BaseModel):
     """How one sub-task ended, as reported in `TaskFinished`."""
 
@@ -199,5 +227,8 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     TaskFinished,
     BudgetWarning,
     BreakerChanged,
+    CancelRequested,
+    DeadlineReached,
+    DeadLetter,
 )
 """Every event model, for schema export and decoding."""

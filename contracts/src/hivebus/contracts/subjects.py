@@ -7,6 +7,13 @@ from enum import StrEnum
 TASKS_STREAM = "TASKS"
 WORK_STREAM = "WORK"
 EVENTS_STREAM = "EVENTS"
+CONTROL_STREAM = "CONTROL"
+DLQ_STREAM = "DLQ"
+ADVISORIES_STREAM = "ADVISORIES"
+"""Keeps max-deliveries advisories of WORK, so none is lost while no orchestrator runs."""
+
+RUNS_BUCKET = "runs"
+"""KV bucket: run checkpoints, `<task>.<subtask>.<attempt>`, written after every step."""
 
 TASKS_BUCKET = "tasks"
 """KV bucket: task state (plan, per-sub-task status, meta), changed by compare-and-set."""
@@ -14,6 +21,10 @@ TASKS_BUCKET = "tasks"
 SUBMIT = "hive.tasks.submit"
 WORK_ALL = "hive.work.*"
 EVENTS_ALL = "hive.events.>"
+CONTROL_ALL = "hive.control.>"
+DLQ_ALL = "hive.dlq.>"
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.WORK.*"
+ORCHESTRATOR_ADVISORY_CONSUMER = "orchestrator-max-deliveries"
 
 LEDGER_KEY_SUFFIX = "ledger"
 """KV key `<task>.ledger` in the `tasks` bucket: the task budget's reservations and usage."""
@@ -35,6 +46,53 @@ class EventKind(StrEnum):
 
 RESULT_KINDS: tuple[EventKind, ...] = (EventKind.SUBTASK_STARTED, EventKind.SUBTASK_FINISHED)
 """Event kinds the orchestrator consumes."""
+
+
+class ControlKind(StrEnum):
+    """The last token of a control subject."""
+
+    CANCEL = "cancel"
+    DEADLINE = "deadline"
+    DEADLINE_SCHEDULE = "deadline_at"
+    """Holds the scheduled message (`Nats-Schedule`) that becomes `deadline` when due."""
+
+
+class DeadLetterKind(StrEnum):
+    """Why something was dead-lettered: the last token of a DLQ subject."""
+
+    MAX_DELIVERIES = "max_deliveries"
+    UNRECOVERABLE = "unrecoverable"
+    DEADLINE = "deadline"
+
+
+def control(task_id: str, kind: ControlKind) -> str:
+    """Subject of one control message of one task."""
+    return f"hive.control.{task_id}.{kind.value}"
+
+
+def control_of_kind(kind: ControlKind) -> str:
+    """Wildcard for one kind of control message of every task."""
+    return f"hive.control.*.{kind.value}"
+
+
+def orchestrator_control_consumer(kind: ControlKind) -> str:
+    """Durable consumer of one control kind, shared by every orchestrator replica."""
+    return f"orchestrator-control-{kind.value}"
+
+
+def dead_letter(kind: DeadLetterKind) -> str:
+    """Subject of a dead letter of one kind."""
+    return f"hive.dlq.{kind.value}"
+
+
+def checkpoint_key(task_id: str, subtask_id: str, attempt: int) -> str:
+    """Key of a run checkpoint in the `runs` bucket."""
+    return f"{task_id}.{subtask_id}.{attempt}"
+
+
+def cancel_key(task_id: str) -> str:
+    """Key in the `tasks` bucket whose presence tells runs of a task to stop."""
+    return f"{task_id}.cancel"
 
 
 def work(role: str) -> str:

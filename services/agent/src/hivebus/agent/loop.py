@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import jsonschema
 
+from hivebus.agent.checkpoint import CheckpointUnavailableError, RunFencedError, RunState
 from hivebus.agent.errors import AgentError
 from hivebus.agent.limits import LimitHit, check_limits, soft_hits
 from hivebus.agent.modelcall import (
@@ -36,6 +38,7 @@ from hivebus.agent.models.base import (
     Message,
     ModelRequest,
     ModelResponse,
+    ToolCall,
     ToolOutcome,
     ToolSpec,
     request_chars,
@@ -125,6 +128,10 @@ class RunContext:
     validators: list[OutputValidator] = field(default_factory=list)
     output_retries: int = 2
     tool_options: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Callable[[RunState], Awaitable[None]] | None = None
+    """Called with the run's state after every step (may raise `RunFencedError`)."""
+    cancelled: Callable[[], Awaitable[bool]] | None = None
+    """Asked at every step boundary: True stops the run `cancelled`."""
 
 
 def build_prompt(assignment: SubTaskAssigned) -> str:
@@ -165,8 +172,10 @@ def parse_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | N
 class AgentLoop:
     """One run of one sub-task, bounded by its limits and the task budget."""
 
-    def __init__(self, assignment: SubTaskAssigned, ctx: RunContext) -> None:
-        """Prepare a run; nothing happens until `run()`."""
+    def __init__(
+        self, assignment: SubTaskAssigned, ctx: RunContext, resume: RunState | None = None
+    ) -> None:
+        """Prepare a run, or continue one from its checkpoint; nothing happens until `run()`."""
         self.assignment = assignment
         self.ctx = ctx
         self.limits = assignment.limits
@@ -180,12 +189,61 @@ class AgentLoop:
         self.last_call: str | None = None
         self.repeats = 0
         self.loop_warned = False
+        self.pending: list[ToolCall] = []
+        self.outcomes: list[ToolOutcome] = []
+        self.pending_warning: str | None = None
+        self._wall_before = 0.0
+        if resume is not None:
+            self._restore(resume)
         self._started = ctx.clock.monotonic()
+
+    def _restore(self, state: RunState) -> None:
+        self.ctx.run_id = state.run_id
+        self.messages = list(state.messages)
+        self.pending = list(state.pending_calls)
+        self.outcomes = list(state.outcomes)
+        self.pending_warning = state.pending_warning
+        self.usage = state.usage.model_copy()
+        self._wall_before = state.wall_s
+        self.sources = list(state.sources)
+        self.last_text = state.last_text
+        self.corrections = state.corrections
+        self.soft_warned = set(state.soft_warned)
+        self.last_call = state.last_call
+        self.repeats = state.repeats
+        self.loop_warned = state.loop_warned
+
+    def snapshot(self, owner: str = "") -> RunState:
+        """The run's state now, as a checkpoint."""
+        return RunState(
+            run_id=self.ctx.run_id,
+            owner=owner,
+            messages=self.messages,
+            pending_calls=self.pending,
+            outcomes=self.outcomes,
+            pending_warning=self.pending_warning,
+            usage=self.usage,
+            wall_s=round(self._wall(), 3),
+            sources=self.sources,
+            last_text=self.last_text,
+            corrections=self.corrections,
+            soft_warned=sorted(self.soft_warned),
+            last_call=self.last_call,
+            repeats=self.repeats,
+            loop_warned=self.loop_warned,
+        )
+
+    async def _checkpoint(self) -> None:
+        if self.ctx.checkpoint is not None:
+            await self.ctx.checkpoint(self.snapshot())
+
+    async def _cancelled(self) -> bool:
+        return self.ctx.cancelled is not None and await self.ctx.cancelled()
 
     # -- bookkeeping ---------------------------------------------------------------------
 
     def _wall(self) -> float:
-        return self.ctx.clock.monotonic() - self._started
+        return self._wall_before + self.ctx.clock.monotonic() - self._started
 
     def _time_left(self) -> float:
         return self.limits.max_wall_s - self._wall()
@@ -207,6 +265,8 @@ class AgentLoop:
         """Loop until an answer, a limit or an error; never raises, always one outcome."""
         try:
             outcome = await self._loop()
+        except (RunFencedError, CheckpointUnavailableError):
+            raise  # not the run's outcome: the worker lost the run, or the bus is down
         except AgentError as exc:
             outcome = self._finish(SubTaskStatus.FAILED, str(exc), self.last_text)
         except Exception as exc:  # a bug in an adapter or a tool must still end the run
@@ -228,38 +288,50 @@ class AgentLoop:
 
     async def _loop(self) -> RunOutcome:
         while True:
-            hit = check_limits(self.limits, self.usage, self._wall(), tool_call=False)
-            if hit is not None:
-                return self._over(hit)
-            self._warn_near_limits()
-            try:
-                response = await self._model_step(with_tools=True)
-            except WallClockExceededError:
-                return self._over(
-                    LimitHit("max_wall_s", round(self._wall(), 3), self.limits.max_wall_s)
-                )
-            except BudgetRefusedError as exc:
-                return self._finish(
-                    SubTaskStatus.BUDGET_EXCEEDED, str(exc), self.last_text, "task_budget"
-                )
-            except TokenLimitAheadError as exc:
-                return self._finish(
-                    SubTaskStatus.BUDGET_EXCEEDED,
-                    f"max_tokens reached ({self.usage.tokens} of {self.limits.max_tokens}; "
-                    f"the next call could need {exc.needed})",
-                    self.last_text,
-                    "max_tokens",
-                )
-            if response.text:
-                self.last_text = response.text
-            if response.tool_calls:
-                outcome = await self._tool_calls(response)
-                if outcome is not None:
-                    return outcome
-                continue
-            outcome = self._final_answer(response.text or "")
+            if await self._cancelled():
+                return self._cancel()
+            if self.pending or self.outcomes:  # resumed in the middle of a turn's tool calls
+                outcome = await self._run_pending()
+            else:
+                outcome = await self._turn()
             if outcome is not None:
                 return outcome
+
+    def _cancel(self) -> RunOutcome:
+        return self._finish(SubTaskStatus.CANCELLED, "the task was cancelled", self.last_text)
+
+    async def _turn(self) -> RunOutcome | None:
+        """One model step and what follows from it; an outcome when the run ends."""
+        hit = check_limits(self.limits, self.usage, self._wall(), tool_call=False)
+        if hit is not None:
+            return self._over(hit)
+        self._warn_near_limits()
+        try:
+            response = await self._model_step(with_tools=True)
+        except WallClockExceededError:
+            return self._over(
+                LimitHit("max_wall_s", round(self._wall(), 3), self.limits.max_wall_s)
+            )
+        except BudgetRefusedError as exc:
+            return self._finish(
+                SubTaskStatus.BUDGET_EXCEEDED, str(exc), self.last_text, "task_budget"
+            )
+        except TokenLimitAheadError as exc:
+            return self._finish(
+                SubTaskStatus.BUDGET_EXCEEDED,
+                f"max_tokens reached ({self.usage.tokens} of {self.limits.max_tokens}; "
+                f"the next call could need {exc.needed})",
+                self.last_text,
+                "max_tokens",
+            )
+        if response.text:
+            self.last_text = response.text
+        if response.tool_calls:
+            return await self._tool_calls(response)
+        outcome = self._final_answer(response.text or "")
+        if outcome is None:
+            await self._checkpoint()  # a correction was asked for
+        return outcome
 
     def _warn_near_limits(self) -> None:
         fresh = [
@@ -359,12 +431,23 @@ class AgentLoop:
         self.messages.append(
             Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
         )
-        outcomes: list[ToolOutcome] = []
-        warning: str | None = None
-        for call in response.tool_calls:
+        self.pending = list(response.tool_calls)
+        self.outcomes = []
+        self.pending_warning = None
+        await self._checkpoint()  # the model step is done: a resume starts with the tools
+        return await self._run_pending()
+
+    async def _run_pending(self) -> RunOutcome | None:
+        """Run the current turn's remaining tool calls, checkpointing after each."""
+        while self.pending:
+            call = self.pending[0]
+            if await self._cancelled():
+                return self._finish(
+                    SubTaskStatus.CANCELLED, "the task was cancelled", self.last_text
+                )
             hit = check_limits(self.limits, self.usage, self._wall(), tool_call=True)
             if hit is not None:
-                self._close_tool_turn(outcomes, response, skipped_from=len(outcomes))
+                self._close_tool_turn()
                 if hit.limit == "max_tool_calls":
                     return await self._last_turn(hit)
                 return self._over(hit)
@@ -378,31 +461,36 @@ class AgentLoop:
                     self.last_text,
                 )
             result = await self._tool_step(call.name, call.args, call.id)
-            outcomes.append(ToolOutcome(call_id=call.id, name=call.name, result=result))
+            self.outcomes.append(ToolOutcome(call_id=call.id, name=call.name, result=result))
+            self.pending.pop(0)
             if self.repeats == LOOP_WARN_AT and not self.loop_warned:
                 self.loop_warned = True
-                warning = (
+                self.pending_warning = (
                     f"You called {call.name} twice in a row with the same arguments; the result "
                     "will not change. Do something different or give your final answer; a third "
                     "identical call ends the run."
                 )
-        self.messages.append(Message(role="tool", tool_results=outcomes))
-        if warning:
-            self._tell(warning)
+            if self.pending:
+                await self._checkpoint()
+        self.messages.append(Message(role="tool", tool_results=self.outcomes))
+        self.outcomes = []
+        if self.pending_warning:
+            self._tell(self.pending_warning)
+            self.pending_warning = None
+        await self._checkpoint()
         return None
 
-    def _close_tool_turn(
-        self, outcomes: list[ToolOutcome], response: ModelResponse, skipped_from: int
-    ) -> None:
+    def _close_tool_turn(self) -> None:
         """Answer every requested call (the API requires it), marking the ones not run."""
         not_run = ToolResult.failure(
             ToolErrorKind.DENIED, "not run: a limit was reached", "give your final answer"
         )
-        outcomes.extend(
-            ToolOutcome(call_id=call.id, name=call.name, result=not_run)
-            for call in response.tool_calls[skipped_from:]
+        self.outcomes.extend(
+            ToolOutcome(call_id=call.id, name=call.name, result=not_run) for call in self.pending
         )
-        self.messages.append(Message(role="tool", tool_results=outcomes))
+        self.pending = []
+        self.messages.append(Message(role="tool", tool_results=self.outcomes))
+        self.outcomes = []
 
     async def _last_turn(self, hit: LimitHit) -> RunOutcome:
         """At a limit with budget left: one last model turn without tools, then stop."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
+from hivebus.agent.checkpoint import CheckpointStore, RunFencedError, RunState, new_owner
 from hivebus.agent.errors import AgentError
 from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run_id
 from hivebus.agent.modelcall import BudgetGate, ModelCaller
@@ -164,12 +167,27 @@ class AgentService:
         # One registry per process: a model or tool failing for one run is failing for all.
         self.breakers = BreakerRegistry(self.role_config.breaker, self.clock)
         self.ledger: BudgetLedger | None = None
+        self.tasks_kv: KeyValue | None = None
+        self.checkpoints: CheckpointStore | None = None
 
     async def prepare(self) -> None:
-        """Bind the task-budget ledger in KV (call before `broker.start()`)."""
+        """Bind the task-budget ledger, task state and checkpoints in KV (before `start()`)."""
         js = await jetstream(self.broker)
-        kv = await js.key_value(subjects.TASKS_BUCKET)
-        self.ledger = BudgetLedger(KvLedgerStore(kv, self.settings.kv_cas_attempts))
+        self.tasks_kv = await js.key_value(subjects.TASKS_BUCKET)
+        self.ledger = BudgetLedger(KvLedgerStore(self.tasks_kv, self.settings.kv_cas_attempts))
+        self.checkpoints = CheckpointStore(await js.key_value(subjects.RUNS_BUCKET))
+
+    async def _is_cancelled(self, task_id: str) -> bool:
+        if self.tasks_kv is None:
+            return False
+        try:
+            await self.tasks_kv.get(subjects.cancel_key(task_id))
+        except KeyNotFoundError:
+            return False
+        except Exception as exc:  # noqa: BLE001 - unknown: keep working, ask again next step
+            log.warning("cancel_check_failed", error=repr(exc))
+            return False
+        return True
 
     def _models(self, chain: list[str]) -> tuple[list[Model], list[str]]:
         models: list[Model] = []
@@ -182,14 +200,39 @@ class AgentService:
         return models, problems
 
     async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished:
-        """Run one assignment to its terminal event (not yet published)."""
+        """Run (or resume) one assignment to its terminal event, checkpointing every step.
+
+        Raises:
+            RunFencedError: another worker took the run over; report nothing.
+            CheckpointUnavailableError: the bus is down; retry the delivery later.
+        """
+        key = subjects.checkpoint_key(assignment.task_id, assignment.subtask_id, assignment.attempt)
+        owner = new_owner()
+        state, revision = (None, 0)
+        if self.checkpoints is not None:
+            state, revision = await self.checkpoints.load(key)
+        if state is not None and state.finished is not None:
+            return SubTaskFinished.model_validate(state.finished)  # decided before a crash
+        run_id = state.run_id if state is not None else new_run_id()
+        bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=run_id)
+        if (
+            state is not None and self.checkpoints is not None
+        ):  # take the run over: fences the old owner
+            state.owner = owner
+            revision = await self.checkpoints.save(key, state, revision)
+            log.info("run_resumed", steps_done=state.usage.steps)
+
+        async def checkpoint(snapshot: RunState) -> None:
+            nonlocal revision
+            if self.checkpoints is not None:
+                snapshot.owner = owner
+                revision = await self.checkpoints.save(key, snapshot, revision)
+
         chain = (
             [assignment.model]
             if assignment.model
             else self.role_config.model_chain(assignment.subtask_kind)
         )
-        run_id = new_run_id()
-        bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=run_id)
         models, problems = self._models(chain)
         await self.events.started(
             SubTaskStarted(
@@ -202,13 +245,10 @@ class AgentService:
             )
         )
         if not models:
-            return self._finished(
-                assignment,
-                run_id=run_id,
-                outcome=RunOutcome(
-                    SubTaskStatus.FAILED, "no usable model: " + "; ".join(problems), None, Usage()
-                ),
+            outcome = RunOutcome(
+                SubTaskStatus.FAILED, "no usable model: " + "; ".join(problems), None, Usage()
             )
+            return await self._decide(assignment, run_id, outcome, None, checkpoint)
         budget = (
             BudgetGate(self.ledger, assignment.task_id, assignment.budget)
             if self.ledger is not None
@@ -231,10 +271,28 @@ class AgentService:
             validators=self.validators,
             output_retries=self.role_config.output_retries,
             tool_options=self.config.tool_options,
+            checkpoint=checkpoint,
+            cancelled=lambda: self._is_cancelled(assignment.task_id),
         )
-        outcome = await AgentLoop(assignment, context).run()
+        loop = AgentLoop(assignment, context, resume=state)
+        outcome = await loop.run()
         log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
-        return self._finished(assignment, run_id=run_id, outcome=outcome)
+        return await self._decide(assignment, run_id, outcome, loop.snapshot(owner), checkpoint)
+
+    async def _decide(
+        self,
+        assignment: SubTaskAssigned,
+        run_id: str,
+        outcome: RunOutcome,
+        snapshot: RunState | None,
+        checkpoint: Callable[[RunState], Awaitable[None]],
+    ) -> SubTaskFinished:
+        """Record the terminal event in the checkpoint before it is published."""
+        finished = self._finished(assignment, run_id=run_id, outcome=outcome)
+        state = snapshot or RunState(run_id=run_id, owner="", messages=[])
+        state.finished = finished.model_dump(mode="json")
+        await checkpoint(state)
+        return finished
 
     def _finished(
         self, assignment: SubTaskAssigned, *, run_id: str, outcome: RunOutcome
@@ -263,6 +321,10 @@ class AgentService:
             async with heartbeat(msg, self.settings.heartbeat_s):
                 finished = await self.execute(assignment)
                 await self.events.finished(finished)
+        except RunFencedError:
+            # Another worker holds this run now; its delivery settles the message.
+            log.warning("run_fenced", delivery=msg.raw_message.metadata.num_delivered)
+            return
         except Exception as exc:
             log.exception("run_not_reported", error=repr(exc))
             await msg.nack(delay=NAK_DELAY_S)

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from hivebus.console import demo as demo_assets
-from hivebus.console.client import HiveClient, PlanFileError, load_plan_file
+from hivebus.console.client import HiveClient, PlanFileError, ReplayError, load_plan_file
 from hivebus.console.render import (
     EXIT_CODES,
     EXIT_REJECTED,
@@ -24,7 +25,7 @@ from hivebus.console.render import (
     summary_table,
 )
 from hivebus.console.stack import LocalStack, provision_all
-from hivebus.contracts import TaskFinished, TaskRejected, json_schemas
+from hivebus.contracts import DeadLetter, TaskFinished, TaskRejected, json_schemas
 from hivebus.core import ConfigError, HivebusConfig, Settings, configure_logging, load_config
 
 app = typer.Typer(
@@ -354,6 +355,98 @@ def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fal
         return 0
 
     raise typer.Exit(asyncio.run(main()))
+
+
+@app.command()
+def cancel(
+    task_id: Annotated[str, typer.Argument()],
+    reason: Annotated[
+        str, typer.Option(help="Why; recorded on the task.")
+    ] = "cancelled by request",
+) -> None:
+    """Cancel a task: runs stop at their next step boundary; the task ends `cancelled`."""
+    settings = _settings()
+    url = _need_url(settings)
+
+    async def main() -> None:
+        async with HiveClient(url, settings) as client:
+            await client.cancel(task_id, reason)
+
+    asyncio.run(main())
+    typer.echo(f"cancel requested for {task_id}")
+
+
+dlq_app = typer.Typer(help="The dead-letter queue: what could not finish, and replaying it.")
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(json_out: JsonOption = False) -> None:
+    """List dead letters (oldest first) with their ID for `show` and `replay`."""
+    settings = _settings()
+    url = _need_url(settings)
+
+    async def main() -> list[tuple[int, DeadLetter]]:
+        async with HiveClient(url, settings) as client:
+            return await client.dead_letters()
+
+    letters = asyncio.run(main())
+    if json_out:
+        typer.echo(json.dumps([{"id": seq, **d.model_dump(mode="json")} for seq, d in letters]))
+        return
+    table = Table(title=f"{len(letters)} dead letters")
+    for column in ("id", "when", "task", "sub-task", "why", "deliveries", "error"):
+        table.add_column(column)
+    for seq, d in letters:
+        table.add_row(
+            str(seq),
+            d.ts.strftime("%Y-%m-%d %H:%M:%S"),
+            d.task_id,
+            d.subtask_id or "-",
+            d.why,
+            str(d.deliveries),
+            (d.errors or [""])[-1],
+        )
+    Console().print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(dlq_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Print one dead letter as JSON: original message, checkpoint, usage, error chain."""
+    settings = _settings()
+    url = _need_url(settings)
+
+    async def main() -> DeadLetter | None:
+        async with HiveClient(url, settings) as client:
+            return await client.dead_letter(dlq_id)
+
+    letter = asyncio.run(main())
+    if letter is None:
+        stderr_console().print(f"[red]no dead letter {dlq_id}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(letter.model_dump_json(indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dlq_id: Annotated[int, typer.Argument(metavar="ID")],
+    from_scratch: Annotated[
+        bool, typer.Option("--from-scratch", help="Start over instead of from the checkpoint.")
+    ] = False,
+) -> None:
+    """Submit a dead letter again as a new task (from its checkpoint by default); print its id."""
+    settings = _settings()
+    url = _need_url(settings)
+
+    async def main() -> str:
+        async with HiveClient(url, settings) as client:
+            return await client.replay(dlq_id, from_checkpoint=not from_scratch)
+
+    try:
+        typer.echo(asyncio.run(main()))
+    except ReplayError as exc:
+        stderr_console().print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from exc
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,24 +11,34 @@ from typing import Any, Self
 import yaml
 from faststream.nats import JStream, NatsBroker
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from hivebus.contracts import (
     BreakerChanged,
     BudgetWarning,
+    CancelRequested,
+    DeadLetter,
     StepRecorded,
+    SubTaskAssigned,
     SubTaskFinished,
     SubTaskStarted,
     TaskFinished,
     TaskRejected,
+    TaskSubmitted,
     subjects,
 )
+from hivebus.contracts.subjects import ControlKind, DeadLetterKind
 from hivebus.core import Settings, jetstream, new_broker
 from hivebus.orchestrator.state import KvStore, SubTaskState, TaskMeta
 
 
 class PlanFileError(Exception):
     """A plan file that cannot be read as a mapping."""
+
+
+class ReplayError(Exception):
+    """A dead letter that cannot be replayed (missing, or not a replayable kind)."""
 
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {
@@ -133,6 +144,87 @@ class HiveClient:
                     return
         finally:
             await subscriber.stop()
+
+    async def cancel(self, task_id: str, reason: str) -> None:
+        """Ask the orchestrator to cancel a task (runs stop at their next step boundary)."""
+        await self.broker.publish(
+            CancelRequested(task_id=task_id, reason=reason),
+            subjects.control(task_id, ControlKind.CANCEL),
+            stream=subjects.CONTROL_STREAM,
+            timeout=self.settings.publish_timeout_s,
+        )
+
+    async def dead_letters(self, limit: int = 1000) -> list[tuple[int, DeadLetter]]:
+        """Dead letters by stream sequence, oldest first (at most `limit`)."""
+        js = await jetstream(self.broker)
+        info = await js.stream_info(subjects.DLQ_STREAM)
+        letters: list[tuple[int, DeadLetter]] = []
+        seq = info.state.first_seq
+        while seq <= info.state.last_seq and len(letters) < limit:
+            try:
+                raw = await js.get_msg(subjects.DLQ_STREAM, seq)
+            except NotFoundError:
+                seq += 1
+                continue
+            letters.append((seq, DeadLetter.model_validate_json(raw.data or b"{}")))
+            seq += 1
+        return letters
+
+    async def dead_letter(self, seq: int) -> DeadLetter | None:
+        """One dead letter by its stream sequence."""
+        js = await jetstream(self.broker)
+        try:
+            raw = await js.get_msg(subjects.DLQ_STREAM, seq)
+        except NotFoundError:
+            return None
+        return DeadLetter.model_validate_json(raw.data or b"{}")
+
+    async def replay(self, seq: int, *, from_checkpoint: bool) -> str:
+        """Submit a dead-lettered sub-task again, as a new task of that one sub-task.
+
+        Its dependency outputs go along as they were; with `from_checkpoint` the new run
+        starts from the dead run's last checkpoint instead of from scratch. A task that
+        was dead-lettered at its deadline is submitted again whole.
+        """
+        letter = await self.dead_letter(seq)
+        if letter is None:
+            raise ReplayError(f"no dead letter {seq}")
+        if letter.why == DeadLetterKind.DEADLINE.value:
+            original = TaskSubmitted.model_validate(letter.original)
+            task_id = f"{original.task_id}-replay-{seq}"
+            body = original.model_dump(mode="json", exclude={"event_id", "ts"})
+            await self.submit({**body, "task_id": task_id})
+            return task_id
+        assignment = SubTaskAssigned.model_validate(letter.original)
+        task_id = f"{assignment.task_id}-replay-{seq}"
+        inputs = dict(assignment.input)
+        if assignment.dependencies:
+            inputs["dependency_outputs"] = {d.subtask_id: d.output for d in assignment.dependencies}
+        spec = {
+            "id": assignment.subtask_id,
+            "role": assignment.role,
+            "prompt": assignment.prompt,
+            "input": inputs,
+            "limits": assignment.limits.model_dump(),
+            "model": assignment.model,
+            "output_schema": assignment.output_schema,
+            "kind": assignment.subtask_kind,
+        }
+        if from_checkpoint and isinstance(letter.checkpoint, dict):
+            state = {**letter.checkpoint, "finished": None, "owner": ""}
+            js = await jetstream(self.broker)
+            runs = await js.key_value(subjects.RUNS_BUCKET)
+            key = subjects.checkpoint_key(task_id, assignment.subtask_id, 1)
+            await runs.put(key, json.dumps(state).encode())
+        await self.submit(
+            {
+                "task_id": task_id,
+                "goal": assignment.goal,
+                "budget": assignment.budget.model_dump(),
+                "plan": {"subtasks": [{k: v for k, v in spec.items() if v is not None}]},
+            }
+        )
+        return task_id
 
     async def status(
         self, task_id: str

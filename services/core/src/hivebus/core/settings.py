@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         default=10.0, gt=0, description="How often a working agent calls `in_progress()`."
     )
+    replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas of every stream and bucket (3 on a cluster)."
+    )
     kv_cas_attempts: int = Field(
         default=50, ge=1, description="Bound on compare-and-set retries for one update."
     )

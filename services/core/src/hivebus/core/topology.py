@@ -26,7 +26,12 @@ def stream_configs(settings: Settings, replicas: int = 1) -> list[StreamConfig]:
     """The streams: submissions, work (work-queue retention) and events, all on file storage."""
 
     def stream(
-        name: str, subject: str, retention: RetentionPolicy, max_age: float | None
+        name: str,
+        subject: str,
+        retention: RetentionPolicy,
+        max_age: float | None,
+        *,
+        schedules: bool | None = None,
     ) -> StreamConfig:
         return StreamConfig(
             name=name,
@@ -37,6 +42,7 @@ def stream_configs(settings: Settings, replicas: int = 1) -> list[StreamConfig]:
             storage=StorageType.FILE,
             num_replicas=replicas,
             duplicate_window=settings.dedup_window_s,
+            allow_msg_schedules=schedules,
         )
 
     return [
@@ -50,6 +56,21 @@ def stream_configs(settings: Settings, replicas: int = 1) -> list[StreamConfig]:
         stream(
             subjects.EVENTS_STREAM,
             subjects.EVENTS_ALL,
+            RetentionPolicy.LIMITS,
+            settings.events_max_age_s,
+        ),
+        # Deadlines are scheduled messages here: they fire after any restart.
+        stream(
+            subjects.CONTROL_STREAM,
+            subjects.CONTROL_ALL,
+            RetentionPolicy.LIMITS,
+            settings.events_max_age_s,
+            schedules=True,
+        ),
+        stream(subjects.DLQ_STREAM, subjects.DLQ_ALL, RetentionPolicy.LIMITS, None),
+        stream(
+            subjects.ADVISORIES_STREAM,
+            subjects.MAX_DELIVERIES_ADVISORY,
             RetentionPolicy.LIMITS,
             settings.events_max_age_s,
         ),
@@ -94,6 +115,29 @@ def orchestrator_consumers(settings: Settings) -> list[tuple[str, ConsumerConfig
         )
         for kind in subjects.RESULT_KINDS
     )
+    consumers.extend(
+        (
+            subjects.CONTROL_STREAM,
+            _pull_consumer(
+                subjects.orchestrator_control_consumer(kind),
+                subjects.control_of_kind(kind),
+                settings.orchestrator_ack_wait_s,
+                max_deliver,
+            ),
+        )
+        for kind in (subjects.ControlKind.CANCEL, subjects.ControlKind.DEADLINE)
+    )
+    consumers.append(
+        (
+            subjects.ADVISORIES_STREAM,
+            _pull_consumer(
+                subjects.ORCHESTRATOR_ADVISORY_CONSUMER,
+                subjects.MAX_DELIVERIES_ADVISORY,
+                settings.orchestrator_ack_wait_s,
+                max_deliver,
+            ),
+        )
+    )
     return consumers
 
 
@@ -107,9 +151,11 @@ def agent_consumer(settings: Settings, role: str) -> tuple[str, ConsumerConfig]:
     )
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, settings: Settings, replicas: int | None = None
+) -> None:
     """Create every stream, or update it to the current configuration."""
-    for config in stream_configs(settings, replicas):
+    for config in stream_configs(settings, replicas or settings.replicas):
         try:
             await js.stream_info(config.name or "")
         except NotFoundError:
@@ -128,22 +174,24 @@ async def ensure_consumers(
 
 
 async def ensure_buckets(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create the task-state KV bucket on file storage (idempotent)."""
-    await js.create_key_value(
-        KeyValueConfig(
-            bucket=subjects.TASKS_BUCKET,
-            history=1,
-            storage=StorageType.FILE,
-            replicas=replicas,
-            max_value_size=8 * 1024 * 1024,
+    """Create the task-state and run-checkpoint KV buckets on file storage (idempotent)."""
+    for bucket in (subjects.TASKS_BUCKET, subjects.RUNS_BUCKET):
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                max_value_size=8 * 1024 * 1024,
+            )
         )
-    )
 
 
 async def provision(
-    js: JetStreamContext, settings: Settings, roles: list[str], replicas: int = 1
+    js: JetStreamContext, settings: Settings, roles: list[str], replicas: int | None = None
 ) -> None:
     """Everything at once: streams, buckets, the orchestrator's and the roles' consumers."""
+    replicas = replicas or settings.replicas
     await ensure_streams(js, settings, replicas)
     await ensure_buckets(js, replicas)
     consumers = orchestrator_consumers(settings)

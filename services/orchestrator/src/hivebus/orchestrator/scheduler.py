@@ -11,26 +11,29 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Protocol
 
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
+    DeadLetter,
+    DeadlineReached,
     DependencyOutput,
     SubTaskAssigned,
     SubTaskFinished,
     SubTaskStarted,
     SubTaskStatus,
-    SubTaskSummary,
     TaskFinished,
     TaskRejected,
     TaskStatus,
     TaskSubmitted,
-    Usage,
     transition,
 )
+from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, HivebusConfig, SystemClock, get_logger
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.state import StateStore, SubTaskState, TaskMeta, set_bits
+from hivebus.orchestrator.summary import summarize
 from hivebus.orchestrator.validation import validate_submission
 
 log = get_logger(__name__)
@@ -40,6 +43,14 @@ S = SubTaskStatus
 
 class Outbox(Protocol):
     """Where the scheduler's decisions go (the bus, or a list in tests)."""
+
+    async def schedule_deadline(self, event: DeadlineReached) -> None:
+        """Arrange for `event` to come back when the task's deadline is due (durably)."""
+        ...
+
+    async def dead_letter(self, event: DeadLetter) -> None:
+        """Put something that cannot finish where a person will see it."""
+        ...
 
     async def dispatch(self, assignment: SubTaskAssigned) -> None:
         """Publish a sub-task to its role (idempotent by message id)."""
@@ -98,6 +109,8 @@ class Scheduler:
         meta = await self.store.update_meta(task_id, start)
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
+        deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
+        await self.outbox.schedule_deadline(DeadlineReached(task_id=task_id, deadline=deadline))
         for root in graph.roots:
             await self._dispatch_if_ready(stored, graph, root)
 
@@ -277,6 +290,58 @@ class Scheduler:
                 queue.extend(graph.dependents[sid])
         return blocked
 
+    # -- cancel and deadline --------------------------------------------------------------
+
+    async def stop(self, task_id: str, ending: TaskStatus, reason: str) -> None:
+        """Cancel a task or end it at its deadline.
+
+        Runs stop at their next step boundary, nothing new starts, and the task finishes
+        once every sub-task has ended.
+        """
+        loaded = await self._load(task_id)
+        if loaded is None:
+            log.warning("stop_for_unknown_task", task_id=task_id)
+            return
+        submission, graph = loaded
+
+        def mark(cur: TaskMeta | None) -> TaskMeta | None:
+            if cur is None or cur.status != TaskStatus.RUNNING or cur.ending is not None:
+                return None
+            return cur.model_copy(update={"ending": ending, "reason": reason})
+
+        meta = await self.store.update_meta(task_id, mark)
+        if meta is None or meta.status != TaskStatus.RUNNING:
+            return
+        await self.store.mark_cancelled(task_id)
+
+        ended = await self._cancel_waiting(task_id, graph, meta, reason)
+        meta = await self.store.update_meta(
+            task_id, lambda cur: cur.with_finished(ended) if cur else None
+        )
+        if meta is not None and meta.finished >= meta.total:
+            await self._finish(submission, graph)
+
+    async def _cancel_waiting(
+        self, task_id: str, graph: Graph, meta: TaskMeta, reason: str
+    ) -> list[int]:
+        """Cancel every sub-task not yet running; returns their indexes (once per task: O(V))."""
+
+        def cancel(cur: SubTaskState | None) -> SubTaskState | None:
+            if cur is None or cur.status not in {S.PENDING, S.READY, S.DISPATCHED}:
+                return None
+            return cur.model_copy(
+                update={"status": transition(cur.status, S.CANCELLED), "reason": reason}
+            )
+
+        ended = []
+        for sid in graph.specs:
+            if meta.is_finished(graph.index[sid]):
+                continue
+            state = await self.store.update_subtask(task_id, sid, cancel)
+            if state is not None and state.status == S.CANCELLED:
+                ended.append(graph.index[sid])
+        return ended
+
     # -- the end -------------------------------------------------------------------------
 
     async def _finish(self, submission: TaskSubmitted, graph: Graph) -> None:
@@ -299,6 +364,16 @@ class Scheduler:
             result = await self.store.create_result(
                 summarize(task_id, graph, states, meta, self.clock)
             )
+            if result.status == TaskStatus.TIMEOUT and result.output is None:
+                await self.outbox.dead_letter(
+                    DeadLetter(
+                        task_id=task_id,
+                        why=DeadLetterKind.DEADLINE.value,
+                        original=submission.model_dump(mode="json"),
+                        usage=result.usage,
+                        errors=[result.reason],
+                    )
+                )
 
         def close(cur: TaskMeta | None) -> TaskMeta | None:
             if cur is None or cur.status != TaskStatus.RUNNING:
@@ -338,60 +413,3 @@ def _create_state(
         return SubTaskState(id=subtask_id, role=role) if cur is None else None
 
     return create
-
-
-def summarize(
-    task_id: str, graph: Graph, states: list[SubTaskState], meta: TaskMeta, clock: Clock
-) -> TaskFinished:
-    """The task's outcome from its sub-tasks: status, output, usage and a summary of each."""
-    by_id = {state.id: state for state in states}
-    completed = [s for s in states if s.status == S.COMPLETED]
-    usage = Usage()
-    for state in states:
-        usage = usage.plus(state.usage)
-    usage.wall_s = round((clock.now() - meta.submitted_at).total_seconds(), 3)
-    # The output: completed sub-tasks none of whose dependents completed (the sinks, if all ran).
-    frontier = {
-        s.id: s.output
-        for s in completed
-        if not any(by_id.get(d) and by_id[d].status == S.COMPLETED for d in graph.dependents[s.id])
-    }
-    if len(completed) == len(states):
-        status, degraded = TaskStatus.COMPLETED, False
-        reason = f"all {len(states)} sub-tasks completed"
-    else:
-        failed = [s for s in states if s.status not in {S.COMPLETED, S.BLOCKED}]
-        if completed:
-            status = TaskStatus.PARTIAL
-        elif failed and all(s.status == S.BUDGET_EXCEEDED for s in failed):
-            status = TaskStatus.BUDGET_EXCEEDED
-        else:
-            status = TaskStatus.FAILED
-        degraded = True
-        blocked = [s for s in states if s.status == S.BLOCKED]
-        causes = "; ".join(f"{s.id} {s.status.value}: {s.reason}" for s in failed)
-        reason = f"{len(completed)} of {len(states)} sub-tasks completed; {causes}"
-        if blocked:
-            reason += f"; {len(blocked)} blocked"
-    summaries = [
-        SubTaskSummary(
-            id=s.id,
-            role=s.role,
-            status=s.status,
-            reason=s.reason,
-            blocked_by=s.blocked_by,
-            usage=s.usage,
-            output=s.output,
-            flags=s.flags,
-        )
-        for s in sorted(states, key=lambda s: graph.index[s.id])
-    ]
-    return TaskFinished(
-        task_id=task_id,
-        status=status,
-        reason=reason,
-        degraded=degraded,
-        output=frontier or None,
-        usage=usage,
-        subtasks=summaries,
-    )

@@ -20,7 +20,14 @@ from typing import Any, Protocol
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
-from hivebus.contracts import SubTaskStatus, TaskFinished, TaskStatus, TaskSubmitted, Usage
+from hivebus.contracts import (
+    SubTaskStatus,
+    TaskFinished,
+    TaskStatus,
+    TaskSubmitted,
+    Usage,
+    subjects,
+)
 from hivebus.core import kv as kvcas
 
 
@@ -58,6 +65,9 @@ class TaskMeta(BaseModel):
     finished: int = Field(default=0, ge=0, description="Count of set bits.")
     submitted_at: datetime
     reason: str = ""
+    ending: TaskStatus | None = Field(
+        default=None, description="Set by a cancel or the deadline: how the task will end."
+    )
 
     def is_finished(self, index: int) -> bool:
         """Whether sub-task number `index` is already counted as finished."""
@@ -129,6 +139,10 @@ class StateStore(Protocol):
         """The task's final event, or None."""
         ...
 
+    async def mark_cancelled(self, task_id: str) -> None:
+        """Tell the task's runs to stop at their next step boundary."""
+        ...
+
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """Store the final event unless one is stored; return the stored one."""
         ...
@@ -196,6 +210,10 @@ class KvStore:
         value, _ = await kvcas.read(self.kv, _key(task_id, "result"), TaskFinished)
         return value
 
+    async def mark_cancelled(self, task_id: str) -> None:
+        """See `StateStore`: the key's presence is the signal agents look for."""
+        await self.kv.put(subjects.cancel_key(task_id), b"1")
+
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""
         stored: TaskFinished = await self._create_once(
@@ -211,6 +229,7 @@ class MemoryStore:
         """Start empty."""
         self.data: dict[str, BaseModel] = {}
         self.writes = 0
+        self.cancelled: set[str] = set()
 
     def _update(self, key: str, change: Callable[[Any], Any]) -> Any:
         current = self.data.get(key)
@@ -260,6 +279,10 @@ class MemoryStore:
         """See `StateStore`."""
         value = self.data.get(_key(task_id, "result"))
         return value if isinstance(value, TaskFinished) else None
+
+    async def mark_cancelled(self, task_id: str) -> None:
+        """See `StateStore`."""
+        self.cancelled.add(task_id)
 
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""

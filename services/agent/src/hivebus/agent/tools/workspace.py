@@ -6,6 +6,7 @@ symbolic links are refused, so a model cannot reach anything outside it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path, PurePosixPath
 
@@ -82,9 +83,22 @@ def list_files(context: ToolContext, path: str = ".") -> list[str]:
     return found
 
 
+APPLIED_DIR = ".hivebus/applied"
+"""Markers of applied write calls (by idempotency key), inside the workspace."""
+
+
+def applied_marker(root: Path, idempotency_key: str) -> Path:
+    """Where the marker of one applied call lives: replaying that call is then a no-op."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return root.resolve() / APPLIED_DIR / digest[:2] / digest
+
+
 @tool(tier="write_safe", timeout_s=5.0)
 def write_file(path: str, content: str, context: ToolContext) -> dict[str, object]:
     """Create or replace a UTF-8 text file in the shared workspace; returns its path and size."""
+    marker = applied_marker(context.workspace, context.idempotency_key)
+    if marker.exists():  # a resumed run replaying a call it already made
+        return {"path": path, "bytes": len(content.encode("utf-8")), "replayed": True}
     data = content.encode("utf-8")
     if len(data) > MAX_FILE_BYTES:
         raise ToolFailure(
@@ -107,4 +121,6 @@ def write_file(path: str, content: str, context: ToolContext) -> dict[str, objec
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(path, encoding="utf-8")
     return {"path": path, "bytes": len(data)}

@@ -1,0 +1,72 @@
+"""How a task ended, computed once from its sub-tasks: status, output, usage, summaries."""
+
+from __future__ import annotations
+
+from hivebus.contracts import SubTaskStatus, SubTaskSummary, TaskFinished, TaskStatus, Usage
+from hivebus.core import Clock
+from hivebus.orchestrator.graph import Graph
+from hivebus.orchestrator.state import SubTaskState, TaskMeta
+
+S = SubTaskStatus
+
+
+def summarize(
+    task_id: str, graph: Graph, states: list[SubTaskState], meta: TaskMeta, clock: Clock
+) -> TaskFinished:
+    """The task's outcome from its sub-tasks: status, output, usage and a summary of each."""
+    by_id = {state.id: state for state in states}
+    completed = [s for s in states if s.status == S.COMPLETED]
+    usage = Usage()
+    for state in states:
+        usage = usage.plus(state.usage)
+    usage.wall_s = round((clock.now() - meta.submitted_at).total_seconds(), 3)
+    # The output: completed sub-tasks none of whose dependents completed (the sinks, if all ran).
+    frontier = {
+        s.id: s.output
+        for s in completed
+        if not any(by_id.get(d) and by_id[d].status == S.COMPLETED for d in graph.dependents[s.id])
+    }
+    if meta.ending is not None:
+        status, degraded = meta.ending, True
+        if meta.ending == TaskStatus.TIMEOUT and not completed:
+            frontier = {}
+        reason = f"{meta.reason}; {len(completed)} of {len(states)} sub-tasks completed"
+    elif len(completed) == len(states):
+        status, degraded = TaskStatus.COMPLETED, False
+        reason = f"all {len(states)} sub-tasks completed"
+    else:
+        failed = [s for s in states if s.status not in {S.COMPLETED, S.BLOCKED}]
+        if completed:
+            status = TaskStatus.PARTIAL
+        elif failed and all(s.status == S.BUDGET_EXCEEDED for s in failed):
+            status = TaskStatus.BUDGET_EXCEEDED
+        else:
+            status = TaskStatus.FAILED
+        degraded = True
+        blocked = [s for s in states if s.status == S.BLOCKED]
+        causes = "; ".join(f"{s.id} {s.status.value}: {s.reason}" for s in failed)
+        reason = f"{len(completed)} of {len(states)} sub-tasks completed; {causes}"
+        if blocked:
+            reason += f"; {len(blocked)} blocked"
+    summaries = [
+        SubTaskSummary(
+            id=s.id,
+            role=s.role,
+            status=s.status,
+            reason=s.reason,
+            blocked_by=s.blocked_by,
+            usage=s.usage,
+            output=s.output,
+            flags=s.flags,
+        )
+        for s in sorted(states, key=lambda s: graph.index[s.id])
+    ]
+    return TaskFinished(
+        task_id=task_id,
+        status=status,
+        reason=reason,
+        degraded=degraded,
+        output=frontier or None,
+        usage=usage,
+        subtasks=summaries,
+    )
