@@ -214,3 +214,23 @@ async def test_duplicate_submission_makes_one_task(tmp_path: Path, settings: Set
     assert result is not None
     assert result.status == TaskStatus.COMPLETED
     assert all(s.attempt == 1 for s in states)
+
+
+async def test_malformed_result_is_dead_lettered_not_retried(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A result event that fails validation goes to the DLQ as unrecoverable, once."""
+    config = _config(tmp_path)
+    async with LocalStack(settings, config) as stack, HiveClient(stack.url, settings) as client:
+        await client.broker.publish(
+            {"task_id": "bad-result", "status": "not-a-status"},
+            subjects.event("bad-result", subjects.EventKind.SUBTASK_FINISHED),
+            stream=subjects.EVENTS_STREAM,
+        )
+        async with asyncio.timeout(10):
+            while not (letters := await client.dead_letters()):  # noqa: ASYNC110 - polling the stream
+                await asyncio.sleep(0.05)
+    [(_, letter)] = letters
+    assert letter.why == "unrecoverable"
+    assert letter.task_id == "bad-result"
+    assert any("status" in error for error in letter.errors)

@@ -159,7 +159,7 @@ class HiveClient:
         js = await jetstream(self.broker)
         info = await js.stream_info(subjects.DLQ_STREAM)
         letters: list[tuple[int, DeadLetter]] = []
-        seq = info.state.first_seq
+        seq = max(info.state.first_seq, 1)
         while seq <= info.state.last_seq and len(letters) < limit:
             try:
                 raw = await js.get_msg(subjects.DLQ_STREAM, seq)
