@@ -7,17 +7,12 @@ independent; starting one takes a fraction of a second.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from hivebus.core import EmbeddedNats, HivebusConfig, Settings, load_config
-
-REPO = Path(__file__).resolve().parent.parent
-HIVEBUS = REPO / ".venv" / "bin" / "hivebus"
+from hivebus.core import EmbeddedNats, Settings
 
 
 @pytest.fixture
@@ -40,25 +35,3 @@ def settings(nats_server: EmbeddedNats) -> Settings:
         work_ack_wait_s=5.0,
         heartbeat_s=1.0,
     )
-
-
-def write_config(directory: Path, roles: dict[str, dict[str, object]]) -> HivebusConfig:
-    """Write a hivebus.yaml with these roles into `directory` and load it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "hivebus.yaml"
-    path.write_text(yaml.safe_dump({"workspace": "workspace", "roles": roles}), encoding="utf-8")
-    return load_config(path)
-
-
-def write_script(directory: Path, name: str, turns: list[dict[str, object]]) -> str:
-    """Write a scripted model file and return its `scripted:` route (absolute path)."""
-    path = directory / name
-    path.write_text(yaml.safe_dump(turns), encoding="utf-8")
-    return f"scripted:{path}"
-
-
-def process_env(**extra: str) -> dict[str, str]:
-    """Environment for a child `hivebus` process: no API key, quiet JSON logs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HIVEBUS_"))}
-    env.update({"HIVEBUS_LOG_FORMAT": "json", **extra})
-    return env

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from hivebus.agent.checkpoint import CheckpointUnavailableError
 from hivebus.agent.errors import AgentError, ModelError
 from hivebus.agent.models.base import Model, ModelRequest, ModelResponse
 from hivebus.contracts import RetryRecord, TaskBudget
@@ -62,6 +63,8 @@ class BudgetGate:
     ledger: BudgetLedger
     task_id: str
     budget: TaskBudget
+    holder: str | None = None
+    """Who reserves: one sub-task attempt, so a resumed run replaces its dead call's hold."""
 
 
 def cost_of(price: Price, input_tokens: int, output_tokens: int) -> float:
@@ -180,7 +183,12 @@ class ModelCaller:
             raise
         finally:
             if reservation is not None and self.budget is not None:
-                crossed = await self.budget.ledger.settle(reservation, used_tokens, used_cost)
+                try:
+                    crossed = await self.budget.ledger.settle(reservation, used_tokens, used_cost)
+                except Exception as exc:  # the bus, not the run: retry the delivery later
+                    raise CheckpointUnavailableError(
+                        f"task budget ledger unreachable: {exc!r}"
+                    ) from exc
                 step.budget_warning = step.budget_warning or crossed
         return response
 
@@ -191,9 +199,14 @@ class ModelCaller:
         assert self.budget is not None  # noqa: S101 - only called with a budget
         delay = RESERVE_WAIT_INITIAL_S
         for _ in range(RESERVE_WAIT_ATTEMPTS):
-            reservation, why, may_wait = await self.budget.ledger.reserve(
-                self.budget.task_id, self.budget.budget, tokens, cost_usd
-            )
+            try:
+                reservation, why, may_wait = await self.budget.ledger.reserve(
+                    self.budget.task_id, self.budget.budget, tokens, cost_usd, self.budget.holder
+                )
+            except Exception as exc:  # the bus, not the run: retry the delivery later
+                raise CheckpointUnavailableError(
+                    f"task budget ledger unreachable: {exc!r}"
+                ) from exc
             if reservation is not None:
                 return reservation
             if not may_wait or time_left() <= delay:

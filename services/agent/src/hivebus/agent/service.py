@@ -250,7 +250,12 @@ class AgentService:
             )
             return await self._decide(assignment, run_id, outcome, None, checkpoint)
         budget = (
-            BudgetGate(self.ledger, assignment.task_id, assignment.budget)
+            BudgetGate(
+                self.ledger,
+                assignment.task_id,
+                assignment.budget,
+                holder=f"{assignment.subtask_id}:{assignment.attempt}",
+            )
             if self.ledger is not None
             else None
         )

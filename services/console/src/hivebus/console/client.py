@@ -134,6 +134,9 @@ class HiveClient:
                         raise TimeoutError(f"no event for task {task_id} in {idle_timeout_s:g}s")
                     continue
                 waited = 0.0
+                # get_one reads through a consumer that expects acks: without them it stops
+                # after max_ack_pending (1,000) events and redelivers them later.
+                await message.ack()
                 kind = message.raw_message.subject.rsplit(".", 1)[-1]
                 model = EVENT_TYPES.get(kind)
                 if model is None:

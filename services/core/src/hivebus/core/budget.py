@@ -21,6 +21,15 @@ WARN_FRACTION = 0.8
 """A `BudgetWarning` goes out once, when usage first reaches this share of a budget."""
 
 
+class Hold(BaseModel):
+    """What one in-flight call holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    tokens: int = Field(ge=0)
+    cost_usd: float = Field(ge=0)
+
+
 class LedgerState(BaseModel):
     """One task's budget, what runs have used, and what in-flight calls have reserved."""
 
@@ -33,35 +42,81 @@ class LedgerState(BaseModel):
     reserved_tokens: int = Field(default=0, ge=0)
     reserved_cost_usd: float = Field(default=0.0, ge=0)
     warned: bool = False
+    holds: dict[str, Hold] = Field(
+        default_factory=dict,
+        description="In-flight reservations by holder (a sub-task attempt: one call at a time).",
+    )
 
-    def reserve(self, tokens: int, cost_usd: float) -> LedgerState | None:
-        """The state with this reservation added, or None if it would break the budget."""
-        if self.used_tokens + self.reserved_tokens + tokens > self.max_tokens:
-            return None
-        if self.used_cost_usd + self.reserved_cost_usd + cost_usd > self.max_cost_usd + 1e-12:
-            return None
+    def _without(self, holder: str | None) -> LedgerState:
+        """This state with `holder`'s earlier hold released (a worker that died mid-call)."""
+        old = self.holds.get(holder) if holder is not None else None
+        if old is None:
+            return self
+        holds = {k: v for k, v in self.holds.items() if k != holder}
         return self.model_copy(
             update={
-                "reserved_tokens": self.reserved_tokens + tokens,
-                "reserved_cost_usd": round(self.reserved_cost_usd + cost_usd, 9),
+                "holds": holds,
+                "reserved_tokens": max(0, self.reserved_tokens - old.tokens),
+                "reserved_cost_usd": max(0.0, round(self.reserved_cost_usd - old.cost_usd, 9)),
+            }
+        )
+
+    def reserve(
+        self, tokens: int, cost_usd: float, holder: str | None = None
+    ) -> LedgerState | None:
+        """The state with this reservation added, or None if it would break the budget.
+
+        A holder holds one reservation at a time: a new one from the same holder replaces
+        the old, which is how a run resumed after its worker died frees what the dead call held.
+        """
+        base = self._without(holder)
+        if base.used_tokens + base.reserved_tokens + tokens > base.max_tokens:
+            return None
+        if base.used_cost_usd + base.reserved_cost_usd + cost_usd > base.max_cost_usd + 1e-12:
+            return None
+        holds = dict(base.holds)
+        if holder is not None:
+            holds[holder] = Hold(tokens=tokens, cost_usd=cost_usd)
+        return base.model_copy(
+            update={
+                "holds": holds,
+                "reserved_tokens": base.reserved_tokens + tokens,
+                "reserved_cost_usd": round(base.reserved_cost_usd + cost_usd, 9),
             }
         )
 
     def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> LedgerState:
-        """The state with a reservation replaced by what the call actually used."""
+        """The state with a reservation replaced by what the call actually used.
+
+        A reservation that was replaced meanwhile (its holder was taken over) frees nothing:
+        the new hold is not this one's to release. Its usage still counts.
+        """
+        base = self
+        held = reservation.holder is None
+        if reservation.holder is not None:
+            hold = self.holds.get(reservation.holder)
+            held = hold is not None and hold == Hold(
+                tokens=reservation.tokens, cost_usd=reservation.cost_usd
+            )
+            if held:
+                base = self.model_copy(
+                    update={
+                        "holds": {k: v for k, v in self.holds.items() if k != reservation.holder}
+                    }
+                )
         used_tokens = self.used_tokens + tokens
         used_cost = round(self.used_cost_usd + cost_usd, 9)
         crossed = (self.max_tokens > 0 and used_tokens >= WARN_FRACTION * self.max_tokens) or (
             self.max_cost_usd > 0 and used_cost >= WARN_FRACTION * self.max_cost_usd
         )
-        return self.model_copy(
+        freed_tokens = reservation.tokens if held else 0
+        freed_cost = reservation.cost_usd if held else 0.0
+        return base.model_copy(
             update={
                 "used_tokens": used_tokens,
                 "used_cost_usd": used_cost,
-                "reserved_tokens": max(0, self.reserved_tokens - reservation.tokens),
-                "reserved_cost_usd": max(
-                    0.0, round(self.reserved_cost_usd - reservation.cost_usd, 9)
-                ),
+                "reserved_tokens": max(0, self.reserved_tokens - freed_tokens),
+                "reserved_cost_usd": max(0.0, round(self.reserved_cost_usd - freed_cost, 9)),
                 "warned": self.warned or crossed,
             }
         )
@@ -94,6 +149,7 @@ class Reservation:
     task_id: str
     tokens: int
     cost_usd: float
+    holder: str | None = None
 
 
 class LedgerChange(Protocol):
@@ -152,7 +208,12 @@ class BudgetLedger:
         self.store = store
 
     async def reserve(
-        self, task_id: str, budget: TaskBudget, tokens: int, cost_usd: float
+        self,
+        task_id: str,
+        budget: TaskBudget,
+        tokens: int,
+        cost_usd: float,
+        holder: str | None = None,
     ) -> tuple[Reservation | None, str, bool]:
         """Hold `tokens`/`cost_usd`.
 
@@ -168,15 +229,16 @@ class BudgetLedger:
             state = current or LedgerState(
                 max_tokens=budget.max_tokens, max_cost_usd=budget.max_cost_usd
             )
-            updated = state.reserve(tokens, cost_usd)
-            refusal = "" if updated is not None else state.exhausted_by(tokens, cost_usd)
-            may_wait = updated is None and state.fits_once_settled(tokens, cost_usd)
+            updated = state.reserve(tokens, cost_usd, holder)
+            base = state._without(holder)  # noqa: SLF001 - same class
+            refusal = "" if updated is not None else base.exhausted_by(tokens, cost_usd)
+            may_wait = updated is None and base.fits_once_settled(tokens, cost_usd)
             return updated
 
         _, changed = await self.store.update(task_id, hold)
         if not changed:
             return None, refusal, may_wait
-        return Reservation(task_id, tokens, cost_usd), "", False
+        return Reservation(task_id, tokens, cost_usd, holder), "", False
 
     async def settle(
         self, reservation: Reservation, tokens: int, cost_usd: float

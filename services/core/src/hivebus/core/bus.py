@@ -14,9 +14,12 @@ from hivebus.core.settle import invalid_message_middleware
 
 
 def new_broker(url: str, service: str) -> NatsBroker:
-    """A FastStream NATS broker named after its service; retries its connection forever."""
+    """A FastStream NATS broker named after its service; retries its connection forever.
+
+    `url` may list several servers separated by commas (the nodes of a cluster).
+    """
     return NatsBroker(
-        url,
+        [part.strip() for part in url.split(",") if part.strip()],
         name=f"hivebus-{service}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -1,0 +1,39 @@
+"""Helpers shared by the test suites (imported as `hivetest`; `tests/` is on the path).
+
+Kept out of conftest.py so that `from hivetest import ...` always means this module, whatever
+other conftest.py files pytest has imported first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from hivebus.core import HivebusConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+HIVEBUS = REPO / ".venv" / "bin" / "hivebus"
+
+
+def write_config(directory: Path, roles: dict[str, dict[str, object]]) -> HivebusConfig:
+    """Write a hivebus.yaml with these roles into `directory` and load it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "hivebus.yaml"
+    path.write_text(yaml.safe_dump({"workspace": "workspace", "roles": roles}), encoding="utf-8")
+    return load_config(path)
+
+
+def write_script(directory: Path, name: str, turns: list[dict[str, object]]) -> str:
+    """Write a scripted model file and return its `scripted:` route (absolute path)."""
+    path = directory / name
+    path.write_text(yaml.safe_dump(turns), encoding="utf-8")
+    return f"scripted:{path}"
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """Environment for a child `hivebus` process: no API key, quiet JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HIVEBUS_"))}
+    env.update({"HIVEBUS_LOG_FORMAT": "json", **extra})
+    return env
