@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import REPO
+from hivetest import REPO
 
 from hivebus.core.embedded import nats_server_binary, server_config
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import write_script
+from hivetest import write_script
 from fake_anthropic import FakeAnthropic, Reply, error, text, tool_use
 from nats.js.errors import KeyNotFoundError
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import HIVEBUS, REPO, process_env
+from hivetest import HIVEBUS, REPO, process_env
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HIVEBUS, REPO, process_env
+from hivetest import HIVEBUS, REPO, process_env
 
 from hivebus.core.embedded import free_port
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import HIVEBUS, REPO, process_env
+from hivetest import HIVEBUS, REPO, process_env
 from pydantic import BaseModel
 
 from hivebus.console.client import HiveClient, load_plan_file

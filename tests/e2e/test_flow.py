@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_config, write_script
+from hivetest import write_config, write_script
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 

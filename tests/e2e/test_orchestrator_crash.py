@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import HIVEBUS, process_env, write_config, write_script
+from hivetest import HIVEBUS, process_env, write_config, write_script
 
 from hivebus.console.client import HiveClient
 from hivebus.console.stack import provision_all

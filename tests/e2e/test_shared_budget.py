@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_config, write_script
+from hivetest import write_config, write_script
 from pydantic import BaseModel
 
 from hivebus.console.client import HiveClient
