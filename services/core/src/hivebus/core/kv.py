@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -43,7 +45,9 @@ async def cas_update(
     Raises:
         CasConflictError: other writers won the race `attempts` times in a row.
     """
-    for _ in range(attempts):
+    for attempt in range(attempts):
+        if attempt:  # lost a race: back off a little, with jitter, so racers spread out
+            await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))  # noqa: S311 - not crypto
         current, revision = await read(kv, key, model)
         updated = change(current)
         if updated is None:

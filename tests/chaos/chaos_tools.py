@@ -1,0 +1,79 @@
+"""Tools for the chaos tests, imported by `hivebus serve agent` processes through PYTHONPATH.
+
+Every file they write lives in the run's workspace, which all worker processes of a test
+share; appends are whole lines written with one `write` under an exclusive `flock`, so a
+worker killed mid-call leaves no torn line behind.
+
+- `ledger_append`: a write whose effect must happen once per idempotency key. Every
+  invocation is appended to `calls`; the key is appended to `ledger` only if absent.
+- `slow_append`: the same write after a pause, long enough to stop the worker inside it.
+- `crash`: records the call, then ends its worker process on the spot (`os._exit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from pathlib import Path
+
+from hivebus.agent import ToolContext, tool
+
+LEDGER = "ledger"
+"""One line per applied effect: `<subtask_id> <idempotency_key>`."""
+CALLS = "calls"
+"""One line per invocation: `<subtask_id> <idempotency_key> <pid>`."""
+LOCK = "ledger.lock"
+
+
+def _append_line(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _apply_once(workspace: Path, subtask_id: str, key: str) -> bool:
+    """Record the call and apply the effect unless its key is in the ledger; True if applied."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    ledger = workspace / LEDGER
+    with (workspace / LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _append_line(workspace / CALLS, f"{subtask_id} {key} {os.getpid()}")
+        applied = ledger.exists() and any(
+            line.split(" ", 1)[1] == key for line in ledger.read_text(encoding="utf-8").splitlines()
+        )
+        if applied:
+            return False
+        _append_line(ledger, f"{subtask_id} {key}")
+        return True
+
+
+@tool(tier="write_safe", timeout_s=10.0)
+async def ledger_append(entry: str, context: ToolContext) -> str:
+    """Append an entry to the shared ledger, once per idempotency key."""
+    await asyncio.sleep(0.05)  # the call takes a moment, so kills land inside tool calls too
+    applied = await asyncio.to_thread(
+        _apply_once, context.workspace, context.subtask_id, context.idempotency_key
+    )
+    return f"{entry}: {'appended' if applied else 'already in the ledger'}"
+
+
+@tool(tier="write_safe", timeout_s=30.0)
+async def slow_append(seconds: float, context: ToolContext) -> str:
+    """Append to the shared ledger after waiting `seconds`, once per idempotency key."""
+    workspace = context.workspace
+    workspace.mkdir(parents=True, exist_ok=True)
+    _append_line(workspace / "entered", f"{context.idempotency_key} {os.getpid()}")
+    await asyncio.sleep(seconds)
+    applied = _apply_once(workspace, context.subtask_id, context.idempotency_key)
+    return "appended" if applied else "already in the ledger"
+
+
+@tool(tier="read", timeout_s=10.0)
+def crash(context: ToolContext) -> str:
+    """Crash the worker process running this call (for dead-letter tests)."""
+    context.workspace.mkdir(parents=True, exist_ok=True)
+    _append_line(context.workspace / "crashes", f"{context.idempotency_key} {os.getpid()}")
+    os._exit(1)
