@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hivetest import write_script
 from fake_anthropic import FakeAnthropic, Reply, error, text, tool_use
+from hivetest import write_script
 from nats.js.errors import KeyNotFoundError
 
 from hivebus.console.client import HiveClient
