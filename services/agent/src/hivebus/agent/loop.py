@@ -20,10 +20,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import jsonschema
-
+from hivebus.agent.answers import build_prompt, parse_output
 from hivebus.agent.checkpoint import CheckpointUnavailableError, RunFencedError, RunState
 from hivebus.agent.errors import AgentError
 from hivebus.agent.limits import LimitHit, check_limits, soft_hits
@@ -43,14 +42,11 @@ from hivebus.agent.models.base import (
     ToolSpec,
     request_chars,
 )
+from hivebus.agent.reporting import RunEvents, StepReporter
 from hivebus.agent.tool import ToolContext
 from hivebus.agent.toolstep import ToolRunner, ToolStep, call_signature
 from hivebus.agent.validators import OutputValidator, ValidationContext, run_validators
-from hivebus.agent.validators.secrets import redact_secrets
 from hivebus.contracts import (
-    BreakerChanged,
-    BudgetWarning,
-    StepRecorded,
     SubTaskAssigned,
     SubTaskStatus,
     ToolErrorKind,
@@ -58,7 +54,6 @@ from hivebus.contracts import (
     Usage,
 )
 from hivebus.core import Clock, get_logger
-from hivebus.core.reliability import BreakerState
 
 log = get_logger(__name__)
 
@@ -79,22 +74,6 @@ class TokenLimitAheadError(Exception):
         """Remember how many tokens the call could need."""
         super().__init__(needed)
         self.needed = needed
-
-
-class RunEvents(Protocol):
-    """Where a run reports what it does (the agent service publishes these as events)."""
-
-    async def step(self, event: StepRecorded) -> None:
-        """One step."""
-        ...
-
-    async def budget_warning(self, event: BudgetWarning) -> None:
-        """The task crossed 80% of its budget."""
-        ...
-
-    async def breaker_changed(self, event: BreakerChanged) -> None:
-        """A breaker changed state."""
-        ...
 
 
 def new_run_id() -> str:
@@ -134,41 +113,6 @@ class RunContext:
     """Asked at every step boundary: True stops the run `cancelled`."""
 
 
-def build_prompt(assignment: SubTaskAssigned) -> str:
-    """The first user turn: the sub-task's prompt, the task goal, inputs and dependency outputs."""
-    parts = [assignment.prompt, f"\nOverall goal of the task: {assignment.goal}"]
-    if assignment.input:
-        parts.append(f"\nInput:\n{json.dumps(assignment.input, indent=2, default=str)}")
-    parts.extend(
-        f"\nOutput of sub-task {dep.subtask_id!r}:\n{json.dumps(dep.output, indent=2, default=str)}"
-        for dep in assignment.dependencies
-    )
-    if assignment.output_schema is not None:
-        parts.append(
-            "\nAnswer with JSON only, valid against this JSON Schema:\n"
-            + json.dumps(assignment.output_schema)
-        )
-    return "\n".join(parts)
-
-
-def parse_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
-    """The final output: plain text, or JSON valid against `schema`. Returns (output, error)."""
-    if schema is None:
-        return text, None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return text, f"the answer is not JSON: {exc.msg} at position {exc.pos}"
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
-        return text, f"the answer does not match the output schema at {where}: {exc.message}"
-    except jsonschema.SchemaError as exc:
-        return text, f"the sub-task's output schema is invalid: {exc.message}"
-    return value, None
-
-
 class AgentLoop:
     """One run of one sub-task, bounded by its limits and the task budget."""
 
@@ -178,6 +122,7 @@ class AgentLoop:
         """Prepare a run, or continue one from its checkpoint; nothing happens until `run()`."""
         self.assignment = assignment
         self.ctx = ctx
+        self.reporter = StepReporter(assignment, ctx.events)
         self.limits = assignment.limits
         self.usage = Usage()
         prompt = build_prompt(assignment)
@@ -413,8 +358,10 @@ class AgentLoop:
                     + response.usage.output_tokens * price.output_per_mtok
                 ) / 1e6
                 self.usage.cost_usd = round(self.usage.cost_usd + cost, 6)
-            await self._record(
+            await self.reporter.step(
                 "model",
+                run_id=self.ctx.run_id,
+                number=self.usage.steps,
                 name=step.route,
                 step_input={"messages": len(self.messages), "tools": len(request.tools)},
                 step_output=response.model_dump(mode="json") if response else None,
@@ -422,7 +369,7 @@ class AgentLoop:
                 response=response,
                 retries=step,
             )
-            await self._publish_side_events(step.breaker_changes, step)
+            await self.reporter.side_events(step.breaker_changes, step)
         if not with_tools and response.tool_calls:
             response = ModelResponse(text=response.text, usage=response.usage)
         return response
@@ -526,8 +473,10 @@ class AgentLoop:
         result = step.result
         self.sources.append(json.dumps(result.data, default=str) if result.ok else "")
         error = None if result.ok or result.error is None else result.error.message
-        await self._record(
+        await self.reporter.step(
             "tool",
+            run_id=self.ctx.run_id,
+            number=self.usage.steps,
             name=name,
             step_input=args,
             step_output=result.model_dump(mode="json"),
@@ -535,73 +484,5 @@ class AgentLoop:
             response=None,
             retries=step,
         )
-        await self._publish_side_events(step.breaker_changes, None)
+        await self.reporter.side_events(step.breaker_changes, None)
         return result
-
-    # -- events --------------------------------------------------------------------------
-
-    async def _record(
-        self,
-        kind: str,
-        *,
-        name: str,
-        step_input: Any,
-        step_output: Any,
-        error: str | None,
-        response: ModelResponse | None,
-        retries: ModelStep | ToolStep,
-    ) -> None:
-        usage = Usage(steps=1, tool_calls=1 if kind == "tool" else 0, retries=len(retries.retries))
-        if response is not None:
-            usage.input_tokens = response.usage.input_tokens
-            usage.output_tokens = response.usage.output_tokens
-        event = StepRecorded(
-            task_id=self.assignment.task_id,
-            subtask_id=self.assignment.subtask_id,
-            attempt=self.assignment.attempt,
-            run_id=self.ctx.run_id,
-            step=self.usage.steps,
-            step_kind="model" if kind == "model" else "tool",
-            name=name,
-            input=redact_secrets(step_input),
-            output=redact_secrets(step_output),
-            error=redact_secrets(error),
-            usage=usage,
-            retries=[
-                r.model_copy(update={"error": redact_secrets(r.error)}) for r in retries.retries
-            ],
-            notes=[redact_secrets(note) for note in retries.notes],
-        )
-        try:
-            await self.ctx.events.step(event)
-        except Exception as exc:  # noqa: BLE001 - a lost step event must not kill the run
-            log.warning("step_event_lost", step=event.step, error=repr(exc))
-
-    async def _publish_side_events(
-        self, changes: list[tuple[str, BreakerState, BreakerState]], step: ModelStep | None
-    ) -> None:
-        try:
-            for name, old, new in changes:
-                log.warning("breaker_changed", breaker=name, old=old.value, new=new.value)
-                await self.ctx.events.breaker_changed(
-                    BreakerChanged(
-                        task_id=self.assignment.task_id,
-                        subtask_id=self.assignment.subtask_id,
-                        breaker=name,
-                        old=old.value,
-                        new=new.value,
-                    )
-                )
-            if step is not None and step.budget_warning is not None:
-                state = step.budget_warning
-                await self.ctx.events.budget_warning(
-                    BudgetWarning(
-                        task_id=self.assignment.task_id,
-                        used_tokens=state.used_tokens,
-                        max_tokens=state.max_tokens,
-                        used_cost_usd=state.used_cost_usd,
-                        max_cost_usd=state.max_cost_usd,
-                    )
-                )
-        except Exception as exc:  # noqa: BLE001 - a lost side event must not kill the run
-            log.warning("side_event_lost", error=repr(exc))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import tempfile
 from enum import StrEnum
@@ -13,10 +12,22 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from hivebus.console import demo as demo_assets
-from hivebus.console.client import HiveClient, PlanFileError, ReplayError, load_plan_file
+from hivebus.console.client import HiveClient
+from hivebus.console.dlq import dlq_app
+from hivebus.console.options import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ConfigOption,
+    DataDirOption,
+    JsonOption,
+    VerboseOption,
+    config_or_exit,
+    plan_or_exit,
+    settings_from_env,
+    url_or_exit,
+)
 from hivebus.console.render import (
     EXIT_CODES,
     EXIT_REJECTED,
@@ -25,8 +36,8 @@ from hivebus.console.render import (
     summary_table,
 )
 from hivebus.console.stack import LocalStack, provision_all
-from hivebus.contracts import DeadLetter, TaskFinished, TaskRejected, json_schemas
-from hivebus.core import ConfigError, HivebusConfig, Settings, configure_logging, load_config
+from hivebus.contracts import TaskFinished, TaskRejected, json_schemas
+from hivebus.core import HivebusConfig, Settings
 
 app = typer.Typer(
     help="hivebus: LLM agents as independent services on NATS JetStream.",
@@ -34,27 +45,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(dlq_app, name="dlq")
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
 DEFAULT_DEMO_MODEL = "claude-sonnet-4-5"
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="hivebus.yaml (default: $HIVEBUS_CONFIG_FILE or ./hivebus.yaml)."
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print the final event as JSON on the last stdout line.")
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Embedded server store (kept); temporary when unset."),
-]
-VerboseOption = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Log at info level to stderr.")
-]
 
 
 class Scenario(StrEnum):
@@ -69,40 +62,6 @@ class Service(StrEnum):
 
     ORCHESTRATOR = "orchestrator"
     AGENT = "agent"
-
-
-def _settings(*, verbose: bool = False, quiet_default: bool = True) -> Settings:
-    settings = Settings()
-    level = settings.log_level
-    if quiet_default and "HIVEBUS_LOG_LEVEL" not in os.environ:
-        level = "info" if verbose else "warning"
-    configure_logging(settings.log_format, level)
-    return settings
-
-
-def _config(path: Path | None, settings: Settings) -> HivebusConfig:
-    try:
-        return load_config(path or settings.config_file)
-    except ConfigError as exc:
-        stderr_console().print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE) from exc
-
-
-def _plan(path: Path, task_id: str | None = None) -> dict[str, Any]:
-    try:
-        return load_plan_file(path, task_id)
-    except PlanFileError as exc:
-        stderr_console().print(f"[red]plan error:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE) from exc
-
-
-def _need_url(settings: Settings) -> str:
-    if not settings.nats_url:
-        stderr_console().print(
-            "[red]no server:[/] set HIVEBUS_NATS_URL (for example nats://127.0.0.1:4222)"
-        )
-        raise typer.Exit(EXIT_USAGE)
-    return settings.nats_url
 
 
 async def _follow(
@@ -163,9 +122,9 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an option
     Exit code: 0 completed, 3 partial, 4 failed, 5 timeout, 6 budget_exceeded,
     7 cancelled, 8 rejected, 1 unexpected error, 2 usage error.
     """
-    settings = _settings(verbose=verbose)
-    cfg = _config(config, settings)
-    body = _plan(plan)
+    settings = settings_from_env(verbose=verbose)
+    cfg = config_or_exit(config, settings)
+    body = plan_or_exit(plan)
     result = asyncio.run(
         _run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=timeout)
     )
@@ -190,10 +149,10 @@ def demo(
     Needs no API key: without ANTHROPIC_API_KEY every agent uses a scripted model.
     With a key, the agents use Claude (`--model`).
     """
-    settings = _settings(verbose=verbose)
+    settings = settings_from_env(verbose=verbose)
     assets = Path(demo_assets.__file__).parent
-    cfg = _config(assets / "hivebus.yaml", settings)
-    body = _plan(assets / f"{scenario.value}.yaml")
+    cfg = config_or_exit(assets / "hivebus.yaml", settings)
+    body = plan_or_exit(assets / f"{scenario.value}.yaml")
     console = stderr_console()
     with tempfile.TemporaryDirectory(prefix="hivebus-demo-") as tmp:
         cfg = cfg.model_copy(update={"workspace": Path(tmp) / "workspace"})
@@ -234,8 +193,8 @@ def up(
     config: ConfigOption = None, data_dir: DataDirOption = None, verbose: VerboseOption = False
 ) -> None:
     """Run every service until Ctrl-C (embedded nats-server unless HIVEBUS_NATS_URL is set)."""
-    settings = _settings(verbose=verbose, quiet_default=False)
-    cfg = _config(config, settings)
+    settings = settings_from_env(verbose=verbose, quiet_default=False)
+    cfg = config_or_exit(config, settings)
 
     async def main() -> None:
         async with LocalStack(settings, cfg, data_dir=data_dir) as stack:
@@ -255,9 +214,9 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run one service against HIVEBUS_NATS_URL until SIGINT/SIGTERM (as a container runs it)."""
-    settings = _settings(quiet_default=False)
-    cfg = _config(config, settings)
-    url = _need_url(settings)
+    settings = settings_from_env(quiet_default=False)
+    cfg = config_or_exit(config, settings)
+    url = url_or_exit(settings)
     if service == Service.AGENT and (role is None or role not in cfg.roles):
         stderr_console().print(f"[red]--role must be one of {sorted(cfg.roles)}[/]")
         raise typer.Exit(EXIT_USAGE)
@@ -289,9 +248,9 @@ def submit(
     ] = None,
 ) -> None:
     """Submit a plan to a running hivebus (HIVEBUS_NATS_URL); print the task id."""
-    settings = _settings()
-    url = _need_url(settings)
-    body = _plan(plan, task_id)
+    settings = settings_from_env()
+    url = url_or_exit(settings)
+    body = plan_or_exit(plan, task_id)
 
     async def main() -> int:
         async with HiveClient(url, settings) as client:
@@ -308,8 +267,8 @@ def submit(
 @app.command()
 def watch(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = False) -> None:
     """Follow a task's events from its start until it finishes."""
-    settings = _settings()
-    url = _need_url(settings)
+    settings = settings_from_env()
+    url = url_or_exit(settings)
 
     async def main() -> int:
         async with HiveClient(url, settings) as client:
@@ -321,8 +280,8 @@ def watch(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fals
 @app.command()
 def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = False) -> None:
     """Show a task's current state from the task-state store."""
-    settings = _settings()
-    url = _need_url(settings)
+    settings = settings_from_env()
+    url = url_or_exit(settings)
 
     async def main() -> int:
         async with HiveClient(url, settings) as client:
@@ -365,8 +324,8 @@ def cancel(
     ] = "cancelled by request",
 ) -> None:
     """Cancel a task: runs stop at their next step boundary; the task ends `cancelled`."""
-    settings = _settings()
-    url = _need_url(settings)
+    settings = settings_from_env()
+    url = url_or_exit(settings)
 
     async def main() -> None:
         async with HiveClient(url, settings) as client:
@@ -374,79 +333,6 @@ def cancel(
 
     asyncio.run(main())
     typer.echo(f"cancel requested for {task_id}")
-
-
-dlq_app = typer.Typer(help="The dead-letter queue: what could not finish, and replaying it.")
-app.add_typer(dlq_app, name="dlq")
-
-
-@dlq_app.command("list")
-def dlq_list(json_out: JsonOption = False) -> None:
-    """List dead letters (oldest first) with their ID for `show` and `replay`."""
-    settings = _settings()
-    url = _need_url(settings)
-
-    async def main() -> list[tuple[int, DeadLetter]]:
-        async with HiveClient(url, settings) as client:
-            return await client.dead_letters()
-
-    letters = asyncio.run(main())
-    if json_out:
-        typer.echo(json.dumps([{"id": seq, **d.model_dump(mode="json")} for seq, d in letters]))
-        return
-    table = Table(title=f"{len(letters)} dead letters")
-    for column in ("id", "when", "task", "sub-task", "why", "deliveries", "error"):
-        table.add_column(column)
-    for seq, d in letters:
-        table.add_row(
-            str(seq),
-            d.ts.strftime("%Y-%m-%d %H:%M:%S"),
-            d.task_id,
-            d.subtask_id or "-",
-            d.why,
-            str(d.deliveries),
-            (d.errors or [""])[-1],
-        )
-    Console().print(table)
-
-
-@dlq_app.command("show")
-def dlq_show(dlq_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
-    """Print one dead letter as JSON: original message, checkpoint, usage, error chain."""
-    settings = _settings()
-    url = _need_url(settings)
-
-    async def main() -> DeadLetter | None:
-        async with HiveClient(url, settings) as client:
-            return await client.dead_letter(dlq_id)
-
-    letter = asyncio.run(main())
-    if letter is None:
-        stderr_console().print(f"[red]no dead letter {dlq_id}[/]")
-        raise typer.Exit(EXIT_ERROR)
-    typer.echo(letter.model_dump_json(indent=2))
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    dlq_id: Annotated[int, typer.Argument(metavar="ID")],
-    from_scratch: Annotated[
-        bool, typer.Option("--from-scratch", help="Start over instead of from the checkpoint.")
-    ] = False,
-) -> None:
-    """Submit a dead letter again as a new task (from its checkpoint by default); print its id."""
-    settings = _settings()
-    url = _need_url(settings)
-
-    async def main() -> str:
-        async with HiveClient(url, settings) as client:
-            return await client.replay(dlq_id, from_checkpoint=not from_scratch)
-
-    try:
-        typer.echo(asyncio.run(main()))
-    except ReplayError as exc:
-        stderr_console().print(f"[red]{exc}[/]")
-        raise typer.Exit(EXIT_ERROR) from exc
 
 
 @app.command()
@@ -474,11 +360,11 @@ def asyncapi(
     from hivebus.agent.service import build_agent_broker  # noqa: PLC0415
     from hivebus.orchestrator.service import build_orchestrator_broker  # noqa: PLC0415
 
-    settings = _settings()
+    settings = settings_from_env()
     cfg = (
-        _config(config, settings)
+        config_or_exit(config, settings)
         if config or settings.config_file.exists()
-        else _config(Path(demo_assets.__file__).parent / "hivebus.yaml", settings)
+        else config_or_exit(Path(demo_assets.__file__).parent / "hivebus.yaml", settings)
     )
     url = settings.nats_url or "nats://localhost:4222"
     if service == Service.ORCHESTRATOR:

@@ -1,0 +1,45 @@
+"""What a run says to the model first, and how its final answer becomes the output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+
+from hivebus.contracts import SubTaskAssigned
+
+
+def build_prompt(assignment: SubTaskAssigned) -> str:
+    """The first user turn: the sub-task's prompt, the task goal, inputs and dependency outputs."""
+    parts = [assignment.prompt, f"\nOverall goal of the task: {assignment.goal}"]
+    if assignment.input:
+        parts.append(f"\nInput:\n{json.dumps(assignment.input, indent=2, default=str)}")
+    parts.extend(
+        f"\nOutput of sub-task {dep.subtask_id!r}:\n{json.dumps(dep.output, indent=2, default=str)}"
+        for dep in assignment.dependencies
+    )
+    if assignment.output_schema is not None:
+        parts.append(
+            "\nAnswer with JSON only, valid against this JSON Schema:\n"
+            + json.dumps(assignment.output_schema)
+        )
+    return "\n".join(parts)
+
+
+def parse_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
+    """The final output: plain text, or JSON valid against `schema`. Returns (output, error)."""
+    if schema is None:
+        return text, None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return text, f"the answer is not JSON: {exc.msg} at position {exc.pos}"
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+        return text, f"the answer does not match the output schema at {where}: {exc.message}"
+    except jsonschema.SchemaError as exc:
+        return text, f"the sub-task's output schema is invalid: {exc.message}"
+    return value, None
