@@ -23,6 +23,7 @@ from hivebus.contracts import (
     DependencyOutput,
     Event,
     Limits,
+    NoteCommitted,
     Plan,
     RetryRecord,
     StepRecorded,
@@ -181,6 +182,14 @@ def _samples() -> list[Event]:
             checkpoint={"run_id": "r1", "usage": {"steps": 3}},
             usage=Usage(steps=3, input_tokens=100),
             errors=["delivered 5 times without a result (max_deliver)"],
+        ),
+        NoteCommitted(
+            **common,
+            subtask_id="draft",
+            path="tasks/t-1/draft.md",
+            revision="0f3c2a",
+            commit="9be1d0",
+            author="writer/run-1",
         ),
     ]
 

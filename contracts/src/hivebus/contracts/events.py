@@ -188,6 +188,17 @@ class DeadLetter(Event):
     errors: list[str] = Field(default_factory=list, description="The error chain, oldest first.")
 
 
+class NoteCommitted(Event):
+    """A write to the knowledge store became a commit."""
+
+    kind: Literal["note_committed"] = "note_committed"
+    subtask_id: str | None = None
+    path: str
+    revision: str = Field(description="Blob revision of the note now.")
+    commit: str
+    author: str
+
+
 class SubTaskSummary(BaseModel):
     """How one sub-task ended, as reported in `TaskFinished`."""
 
@@ -230,5 +241,6 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     CancelRequested,
     DeadlineReached,
     DeadLetter,
+    NoteCommitted,
 )
 """Every event model, for schema export and decoding."""

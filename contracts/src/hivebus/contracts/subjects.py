@@ -12,6 +12,15 @@ DLQ_STREAM = "DLQ"
 ADVISORIES_STREAM = "ADVISORIES"
 """Keeps max-deliveries advisories of WORK, so none is lost while no orchestrator runs."""
 
+KNOWLEDGE_STREAM = "KNOWLEDGE"
+KNOWLEDGE_BUCKET = "knowledge"
+"""KV bucket: results of knowledge writes by write id (`write.<id>`), for writers and replays."""
+KNOWLEDGE_WRITE = "hive.knowledge.write"
+KNOWLEDGE_READ = "hive.knowledge.read"
+KNOWLEDGE_LIST = "hive.knowledge.list"
+KNOWLEDGE_SEARCH = "hive.knowledge.search"
+KNOWLEDGE_WRITER_CONSUMER = "knowledge-writer"
+
 RUNS_BUCKET = "runs"
 """KV bucket: run checkpoints, `<task>.<subtask>.<attempt>`, written after every step."""
 
@@ -42,6 +51,7 @@ class EventKind(StrEnum):
     TASK_FINISHED = "task_finished"
     BUDGET_WARNING = "budget_warning"
     BREAKER_CHANGED = "breaker_changed"
+    NOTE_COMMITTED = "note_committed"
 
 
 RESULT_KINDS: tuple[EventKind, ...] = (EventKind.SUBTASK_STARTED, EventKind.SUBTASK_FINISHED)

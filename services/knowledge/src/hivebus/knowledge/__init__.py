@@ -1,0 +1,1 @@
+"""hivebus knowledge: a Git repository of Markdown notes, written by one service."""

@@ -1,0 +1,319 @@
+"""The Git layer of the knowledge store: one repository, driven through the `git` binary.
+
+`GitRepo` is used by the single writer of the store from one worker thread. Every call runs
+`git` with an argument list (never a shell string), in a scrubbed environment, with a bounded
+timeout. Revisions follow `--end-of-options` and paths follow `--` (and pathspecs are literal),
+so no string from a model can reach an option position. Failures raise `GitError`, which
+carries the command and git's stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["GitError", "GitRepo", "LogEntry"]
+
+DEFAULT_TIMEOUT_S = 30.0
+"""How long one git call may run before it is killed."""
+
+MAX_LOG_ENTRIES = 1000
+"""Upper bound on the entries one `log` call returns."""
+
+SERVICE_NAME = "hivebus-knowledge"
+SERVICE_EMAIL = "knowledge@hivebus.invalid"
+TEMP_SUFFIX = ".hivebus-tmp"
+"""Suffix of the temporary files of atomic writes; any left at start-up are removed."""
+
+README_NOTE = """---
+title: Knowledge store
+tags: [readme]
+---
+
+# Knowledge store
+
+Markdown notes shared by hivebus agents. One service writes them; every write is a commit
+whose author is the agent. Task notes live under `tasks/`, shared notes under `shared/`.
+"""
+
+_REVISION = re.compile(r"HEAD|[0-9a-f]{4,64}")
+_UNSAFE_IN_IDENTITY = re.compile(r"[<>\x00-\x1f\x7f]+")
+_FIELDS_PER_ENTRY = 5
+_FSYNC_CONFIG_SINCE = (2, 36)
+
+
+class GitError(Exception):
+    """A git call failed, timed out or could not start; carries the command and stderr."""
+
+    def __init__(
+        self,
+        command: list[str],
+        stderr: str,
+        *,
+        returncode: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        """Record the failed command (argument list, no environment) and what git said."""
+        self.command = command
+        self.stderr = stderr
+        self.returncode = returncode
+        self.retryable = retryable
+        """True for a timeout, which may pass; a refusal by git will not."""
+        super().__init__(f"git failed ({returncode}): {' '.join(command)}: {stderr.strip()}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One commit in the history of the store or of one note."""
+
+    commit: str
+    """Full commit id."""
+    author: str
+    """Author name (the agent that wrote)."""
+    author_email: str
+    """Author email."""
+    date: str
+    """Author date, strict ISO 8601."""
+    subject: str
+    """First line of the commit message."""
+
+
+def sanitise_identity(value: str, fallback: str) -> str:
+    """Strip angle brackets and control characters from an author name or email."""
+    cleaned = " ".join(_UNSAFE_IN_IDENTITY.sub(" ", value).split())
+    return cleaned or fallback
+
+
+def git_environment() -> dict[str, str]:
+    """The environment every git call gets: no system or global config, no prompts, C locale."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.environ.get("HOME", "/"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_LITERAL_PATHSPECS": "1",  # a path is a path, never `:(glob)` magic
+        "GIT_OPTIONAL_LOCKS": "0",  # reads never take the index lock
+        "LC_ALL": "C",
+    }
+
+
+class GitRepo:
+    """A Git repository of notes at `root`, written by this process alone."""
+
+    def __init__(self, root: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        """Bind to `root` (created by `init`); each git call is killed after `timeout_s`."""
+        git = shutil.which("git")
+        if git is None:
+            raise GitError(["git"], "git is not installed or not on PATH")
+        self.root = root.resolve()
+        self.timeout_s = timeout_s
+        self._git = git
+        self._env = git_environment()
+        # Never look above the root for a repository, so a parent repository is never touched.
+        self._env["GIT_CEILING_DIRECTORIES"] = str(self.root.parent)
+
+    @property
+    def git_dir(self) -> Path:
+        """The `.git` directory of the repository."""
+        return self.root / ".git"
+
+    def _run(
+        self, *args: str, stdin: bytes | None = None, ok: frozenset[int] = frozenset({0})
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run `git *args` in the root; raise `GitError` unless its exit code is in `ok`."""
+        command = ["git", *args]
+        try:
+            done = subprocess.run(  # noqa: S603 - argument list, absolute git, scrubbed env
+                [self._git, *args],
+                cwd=self.root,
+                env=self._env,
+                input=stdin,
+                capture_output=True,
+                timeout=self.timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise GitError(command, f"timed out after {self.timeout_s}s", retryable=True) from exc
+        except OSError as exc:
+            raise GitError(command, str(exc)) from exc
+        if done.returncode not in ok:
+            raise GitError(
+                command, done.stderr.decode("utf-8", "replace"), returncode=done.returncode
+            )
+        return done
+
+    def _out(self, *args: str) -> str:
+        """Run a git command and return its stdout without the trailing newline."""
+        return self._run(*args).stdout.decode("utf-8", "replace").rstrip("\n")
+
+    def _has_head(self) -> bool:
+        """Whether HEAD points at a commit (False in a new, empty repository)."""
+        probe = "rev-parse", "-q", "--verify", "--end-of-options", "HEAD^{commit}"
+        return self._run(*probe, ok=frozenset({0, 1})).returncode == 0
+
+    def _blob_id(self, revision: str, path: str) -> str | None:
+        """The blob id of `path` in `revision`, None when absent or not a file."""
+        if not path or "\n" in path or "\x00" in path:
+            return None
+        spec = f"{revision}:{path}"
+        found = self._run(
+            "rev-parse", "-q", "--verify", "--end-of-options", spec, ok=frozenset({0, 1})
+        )
+        oid = found.stdout.decode("ascii", "replace").strip()
+        if found.returncode != 0 or not oid:
+            return None
+        return oid if self._out("cat-file", "-t", oid) == "blob" else None
+
+    def _configure(self) -> None:
+        """Set the service identity and durable writes in the repository's own config."""
+        settings = [("user.name", SERVICE_NAME), ("user.email", SERVICE_EMAIL)]
+        version = re.search(r"(\d+)\.(\d+)", self._out("--version"))
+        if version and (int(version[1]), int(version[2])) >= _FSYNC_CONFIG_SINCE:
+            settings.append(("core.fsync", "all"))
+        else:
+            settings.append(("core.fsyncObjectFiles", "true"))
+        for key, value in settings:
+            self._run("config", "--local", key, value)
+
+    def init(self) -> None:
+        """Create the repository if absent, configure it and make the first commit; idempotent."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.git_dir.is_dir():
+            self._run("init", "-q", "-b", "main")
+        self._configure()
+        if not self._has_head():
+            self.write_and_commit(
+                "README.md",
+                README_NOTE,
+                author_name=SERVICE_NAME,
+                author_email=SERVICE_EMAIL,
+                message="Start the knowledge store",
+            )
+
+    def recover(self) -> None:
+        """Undo what a SIGKILL left behind: stale locks, a half-staged index, temporary files."""
+        if not self.git_dir.is_dir():
+            return
+        # This process is the only writer, so any lock present at start-up is stale.
+        locks = [self.git_dir / name for name in ("index.lock", "HEAD.lock", "config.lock")]
+        locks += [self.git_dir / "packed-refs.lock", *(self.git_dir / "refs").rglob("*.lock")]
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        for leftover in self.root.rglob(f"*{TEMP_SUFFIX}"):
+            if self.git_dir not in leftover.parents:
+                leftover.unlink(missing_ok=True)
+        if self._has_head():
+            self._run("reset", "--mixed", "-q")
+        else:
+            self._run("read-tree", "--empty")
+
+    def blob_revision(self, path: str) -> str | None:
+        """The blob id of `path` as committed at HEAD (the note's revision), None when absent."""
+        return self._blob_id("HEAD", path) if self._has_head() else None
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        """Replace the working-tree file atomically and durably (temp file, fsync, rename)."""
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX
+        )
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            Path(tmp_name).replace(target)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def write_and_commit(
+        self, path: str, content: str, *, author_name: str, author_email: str, message: str
+    ) -> tuple[str, str]:
+        """Write `path` and commit it alone; return (commit id, blob revision).
+
+        When `content` equals the file at HEAD no commit is made and the existing ids are
+        returned, so a redelivered write is a no-op. `path` must already be validated.
+        """
+        data = content.encode("utf-8")
+        wanted = self._run("hash-object", "--no-filters", "--stdin", stdin=data)
+        blob = wanted.stdout.decode("ascii").strip()
+        current = self.blob_revision(path)
+        target = self.root / path
+        if current == blob:
+            if not target.is_file() or target.read_bytes() != data:
+                self._write_file(path, data)  # an interrupted later write left other bytes
+            return self._out("rev-parse", "--verify", "--end-of-options", "HEAD"), blob
+        self._write_file(path, data)
+        self._run("add", "--", path)
+        name = sanitise_identity(author_name, "unknown agent")
+        email = sanitise_identity(author_email, "unknown@hivebus.invalid").replace(" ", "")
+        text = message if message.strip() else f"Update {path}"
+        self._run(
+            "commit",
+            "-q",
+            "--no-verify",
+            "--no-gpg-sign",
+            f"--author={name} <{email}>",
+            "--file=-",
+            "--",
+            path,
+            stdin=text.encode("utf-8"),
+        )
+        commit = self._out("rev-parse", "--verify", "--end-of-options", "HEAD")
+        revision = self.blob_revision(path)
+        if revision is None:
+            raise GitError(["git", "rev-parse", f"HEAD:{path}"], "committed file not found")
+        return commit, revision
+
+    def log(self, path: str | None = None, limit: int = 50) -> list[LogEntry]:
+        """The newest `limit` commits, of the whole store or of the note at `path`."""
+        if not self._has_head():
+            return []
+        count = max(1, min(limit, MAX_LOG_ENTRIES))
+        args = ["log", "-z", f"--max-count={count}", "--format=%H%x00%an%x00%ae%x00%aI%x00%s"]
+        args += ["--end-of-options", "HEAD", "--"]
+        if path is not None:
+            args.append(path)
+        raw = self._run(*args).stdout.decode("utf-8", "replace")
+        if not raw:
+            return []
+        fields = raw.removesuffix("\x00").split("\x00")
+        return [
+            LogEntry(*fields[i : i + _FIELDS_PER_ENTRY])
+            for i in range(0, len(fields) - _FIELDS_PER_ENTRY + 1, _FIELDS_PER_ENTRY)
+        ]
+
+    def show(self, path: str, revision: str | None = None) -> str | None:
+        """The note at `path` at HEAD or at commit `revision`; None when either is unknown."""
+        rev = revision or "HEAD"
+        if not _REVISION.fullmatch(rev) or not self._has_head():
+            return None
+        blob = self._blob_id(rev, path)
+        if blob is None:
+            return None
+        return self._run("cat-file", "blob", blob).stdout.decode("utf-8", "replace")
+
+    def list_files(self, prefix: str = "") -> list[str]:
+        """Paths of the tracked files, all of them or those under the directory `prefix`."""
+        args = ["ls-files", "-z", "--"]
+        if prefix:
+            args.append(prefix)
+        raw = self._run(*args).stdout.decode("utf-8", "replace")
+        return [name for name in raw.split("\x00") if name]
+
+    def fsck(self) -> bool:
+        """Whether `git fsck` finds the repository consistent (dangling objects are fine)."""
+        done = self._run("fsck", "--no-dangling", "--no-progress", ok=frozenset(range(256)))
+        return done.returncode == 0
