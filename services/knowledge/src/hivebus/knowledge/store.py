@@ -1,0 +1,133 @@
+"""The knowledge store: notes in a Git repository, one commit per accepted write.
+
+Pure of any bus: the service calls `apply` for each write, in order, from one thread, and
+`read`/`list`/`search` from anywhere (they only read the repository).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hivebus.contracts.knowledge import (
+    NoteHit,
+    NoteListResult,
+    NoteReadResult,
+    NoteSearchResult,
+    NoteWrite,
+    NoteWriteResult,
+)
+from hivebus.knowledge.errors import KnowledgeError
+from hivebus.knowledge.notes import Note, NoteMeta, check_note_size, render_note
+from hivebus.knowledge.paths import validate_note_path
+from hivebus.knowledge.repo import GitRepo
+from hivebus.knowledge.search import search_notes
+
+NEW = "new"
+"""`expected_revision` meaning: the note must not exist yet."""
+
+MAX_SEARCHED_NOTES = 5000
+"""Search reads at most this many notes (newest layout order), so a query stays bounded."""
+
+
+def author_of(write: NoteWrite) -> str:
+    """The commit author: the agent's role and run."""
+    return f"{write.role}/{write.run_id}" if write.run_id else write.role
+
+
+def commit_message(write: NoteWrite) -> str:
+    """Names the task, sub-task and run, and the write id (for audits and replays)."""
+    where = f"{write.task_id}/{write.subtask_id}" if write.subtask_id else write.task_id
+    run = f" (run {write.run_id})" if write.run_id else ""
+    return f"{where}: write {write.path}{run}\n\nwrite-id: {write.write_id}\n"
+
+
+class KnowledgeStore:
+    """Applies writes and answers reads over one repository."""
+
+    def __init__(self, root: Path) -> None:
+        """Open (or create) the repository at `root`, repairing what a crash left."""
+        self.root = root
+        self.repo = GitRepo(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.repo.recover()
+        self.repo.init()
+
+    def apply(self, write: NoteWrite) -> NoteWriteResult:
+        """One write: validated, checked against the expected revision, committed."""
+        try:
+            path = validate_note_path(write.path)
+            check_note_size(write.body)
+        except KnowledgeError as exc:
+            return NoteWriteResult(
+                write_id=write.write_id, status="invalid", path=write.path, error=str(exc)
+            )
+        current = self.repo.blob_revision(path)
+        expected = write.expected_revision
+        conflict = (expected == NEW and current is not None) or (
+            expected not in {None, NEW} and expected != current
+        )
+        if conflict:
+            return NoteWriteResult(
+                write_id=write.write_id,
+                status="conflict",
+                path=path,
+                current_revision=current,
+                current_content=self.repo.show(path) if current else None,
+                error="the note changed since you read it: merge with current_content and "
+                "write again naming current_revision",
+            )
+        meta = NoteMeta(
+            title=write.title or Path(path).stem.replace("-", " "),
+            tags=write.tags,
+            task=write.task_id,
+            subtask=write.subtask_id,
+            author=author_of(write),
+            updated=datetime.now(UTC).replace(microsecond=0),
+        )
+        text = render_note(Note(meta=meta, body=write.body))
+        commit, revision = self.repo.write_and_commit(
+            path,
+            text,
+            author_name=author_of(write),
+            author_email=f"{write.role}@agents.hivebus.invalid",
+            message=commit_message(write),
+        )
+        status = "unchanged" if revision == current else "committed"
+        return NoteWriteResult(
+            write_id=write.write_id, status=status, path=path, revision=revision, commit=commit
+        )
+
+    def read(self, path: str) -> NoteReadResult:
+        """A note at HEAD and its revision."""
+        try:
+            valid = validate_note_path(path)
+        except KnowledgeError as exc:
+            return NoteReadResult(path=path, found=False, error=str(exc))
+        content = self.repo.show(valid)
+        if content is None:
+            return NoteReadResult(path=valid, found=False)
+        return NoteReadResult(
+            path=valid, found=True, content=content, revision=self.repo.blob_revision(valid)
+        )
+
+    def list(self, prefix: str = "") -> NoteListResult:
+        """Note paths under a folder (`""` for all)."""
+        folder = prefix.strip("/")
+        if folder and not all(
+            part and part.replace("-", "").replace("_", "").isalnum() and part == part.lower()
+            for part in folder.split("/")
+        ):
+            return NoteListResult(paths=[], error=f"invalid folder {prefix!r}")
+        return NoteListResult(paths=[p for p in self.repo.list_files(folder) if p.endswith(".md")])
+
+    def search(self, query: str, limit: int = 10) -> NoteSearchResult:
+        """Ranked full-text hits with snippets."""
+        paths = [p for p in self.repo.list_files() if p.endswith(".md")][:MAX_SEARCHED_NOTES]
+        notes = ((p, (self.root / p).read_text(encoding="utf-8", errors="replace")) for p in paths)
+        hits = search_notes(notes, query, limit)
+        return NoteSearchResult(
+            hits=[
+                NoteHit(path=h.path, title=h.title, score=h.score, snippet=h.snippet) for h in hits
+            ]
+        )
