@@ -69,7 +69,7 @@ def _role(tmp_path: Path) -> dict[str, Any]:
 
 async def _kill_until_finished(fleet: Fleet, store: KvStore, task_id: str, total: int) -> int:
     """SIGKILL and restart a random pulling worker every few tenths of a second; returns kills."""
-    rng = random.Random(20)  # noqa: S311 - chaos timing, not cryptography
+    rng = random.Random(20)
     workers = [fleet.agent(ROLE) for _ in range(WORKERS)]
     kills = 0
     while True:

@@ -98,7 +98,7 @@ async def test_task_survives_repeated_nats_server_kills(
         async with HiveClient(nats_server.url, settings) as client:
             await client.submit(body)
         async with BusProbe(nats_server.url) as probe:
-            jitter = random.Random(7)  # noqa: S311 - chaos timing, not cryptography
+            jitter = random.Random(7)
             restarts = await _kill_and_restart(nats_server, probe, services, jitter)
             events = await probe.events(TASK)
     finally:

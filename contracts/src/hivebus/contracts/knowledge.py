@@ -117,3 +117,32 @@ class NoteSearchResult(BaseModel):
 
     hits: list[NoteHit]
     error: str | None = None
+
+
+class NoteLog(BaseModel):
+    """The history of the store, or of one note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=20, ge=1, le=1000)
+
+
+class NoteLogEntry(BaseModel):
+    """One commit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    commit: str
+    author: str
+    date: str
+    subject: str
+
+
+class NoteLogResult(BaseModel):
+    """Commits, newest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[NoteLogEntry]
+    error: str | None = None

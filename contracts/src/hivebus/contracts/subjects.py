@@ -19,6 +19,7 @@ KNOWLEDGE_WRITE = "hive.knowledge.write"
 KNOWLEDGE_READ = "hive.knowledge.read"
 KNOWLEDGE_LIST = "hive.knowledge.list"
 KNOWLEDGE_SEARCH = "hive.knowledge.search"
+KNOWLEDGE_LOG = "hive.knowledge.log"
 KNOWLEDGE_WRITER_CONSUMER = "knowledge-writer"
 
 RUNS_BUCKET = "runs"

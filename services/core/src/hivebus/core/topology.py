@@ -69,6 +69,9 @@ def stream_configs(settings: Settings, replicas: int = 1) -> list[StreamConfig]:
         ),
         stream(subjects.DLQ_STREAM, subjects.DLQ_ALL, RetentionPolicy.LIMITS, None),
         stream(
+            subjects.KNOWLEDGE_STREAM, subjects.KNOWLEDGE_WRITE, RetentionPolicy.WORK_QUEUE, None
+        ),
+        stream(
             subjects.ADVISORIES_STREAM,
             subjects.MAX_DELIVERIES_ADVISORY,
             RetentionPolicy.LIMITS,
@@ -175,7 +178,7 @@ async def ensure_consumers(
 
 async def ensure_buckets(js: JetStreamContext, replicas: int = 1) -> None:
     """Create the task-state and run-checkpoint KV buckets on file storage (idempotent)."""
-    for bucket in (subjects.TASKS_BUCKET, subjects.RUNS_BUCKET):
+    for bucket in (subjects.TASKS_BUCKET, subjects.RUNS_BUCKET, subjects.KNOWLEDGE_BUCKET):
         await js.create_key_value(
             KeyValueConfig(
                 bucket=bucket,
@@ -196,4 +199,15 @@ async def provision(
     await ensure_buckets(js, replicas)
     consumers = orchestrator_consumers(settings)
     consumers.extend(agent_consumer(settings, role) for role in roles)
+    consumers.append(
+        (
+            subjects.KNOWLEDGE_STREAM,
+            _pull_consumer(
+                subjects.KNOWLEDGE_WRITER_CONSUMER,
+                subjects.KNOWLEDGE_WRITE,
+                settings.orchestrator_ack_wait_s,
+                settings.work_max_deliver * 4,
+            ),
+        )
+    )
     await ensure_consumers(js, consumers)
