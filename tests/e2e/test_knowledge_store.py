@@ -89,3 +89,77 @@ async def test_eight_agents_writing_concurrently_lose_nothing(
     finally:
         await client_broker.stop()
         await broker.stop()
+
+
+async def test_agents_share_notes_through_the_tools(tmp_path: Path, settings: Settings) -> None:
+    """An agent writes a note with kb_write, another finds and reads it; the commit is an event."""
+    from hivetest import write_config, write_script  # noqa: PLC0415
+
+    from hivebus.console.client import HiveClient  # noqa: PLC0415
+    from hivebus.console.stack import LocalStack  # noqa: PLC0415
+    from hivebus.contracts import NoteCommitted, TaskFinished  # noqa: PLC0415
+
+    writer = write_script(
+        tmp_path,
+        "writer.yaml",
+        [
+            {"tool": "kb_write", "args": {"path": "shared/bees.md", "body": "Bees love clover."}},
+            {"text": "wrote it"},
+        ],
+    )
+    reader = write_script(
+        tmp_path,
+        "reader.yaml",
+        [
+            {"tool": "kb_search", "args": {"query": "clover"}},
+            {"tool": "kb_read", "args": {"path": "shared/bees.md"}},
+            {"text": "found it"},
+        ],
+    )
+    tools = [
+        "hivebus.agent.tools.knowledge:kb_write",
+        "hivebus.agent.tools.knowledge:kb_read",
+        "hivebus.agent.tools.knowledge:kb_search",
+        "hivebus.agent.tools.knowledge:kb_list",
+    ]
+    config = write_config(
+        tmp_path,
+        {
+            "writer": {
+                "system": "s",
+                "model": writer,
+                "tools": tools,
+                "tiers": ["read", "write_safe"],
+            },
+            "reader": {"system": "s", "model": reader, "tools": tools},
+        },
+    )
+    plan = {
+        "task_id": "kb-share",
+        "goal": "share a note",
+        "plan": {
+            "subtasks": [
+                {"id": "w", "role": "writer", "prompt": "write"},
+                {"id": "r", "role": "reader", "prompt": "read", "depends_on": ["w"]},
+            ]
+        },
+    }
+    events = []
+    async with (
+        LocalStack(settings, config, data_dir=None) as stack,
+        HiveClient(stack.url, settings) as client,
+    ):
+        await client.submit(plan)
+        async with asyncio.timeout(30):
+            async for _, event in client.follow("kb-share"):
+                events.append(event)
+        root = stack.knowledge_root()
+        log = GitRepo(root).log("shared/bees.md")
+    result = events[-1]
+    assert isinstance(result, TaskFinished)
+    assert result.status.value == "completed"
+    committed = [e for e in events if isinstance(e, NoteCommitted)]
+    assert [c.path for c in committed] == ["shared/bees.md"]
+    assert committed[0].author.startswith("writer/")
+    assert len(log) == 1
+    assert log[0].subject.startswith("kb-share/w: write shared/bees.md")

@@ -107,6 +107,7 @@ class RunContext:
     validators: list[OutputValidator] = field(default_factory=list)
     output_retries: int = 2
     tool_options: dict[str, Any] = field(default_factory=dict)
+    tool_clients: dict[str, Any] = field(default_factory=dict)
     checkpoint: Callable[[RunState], Awaitable[None]] | None = None
     """Called with the run's state after every step (may raise `RunFencedError`)."""
     cancelled: Callable[[], Awaitable[bool]] | None = None
@@ -467,6 +468,8 @@ class AgentLoop:
             step=step_no,
             idempotency_key=f"{self.ctx.run_id}:{step_no}:{call_id}",
             options=self.ctx.tool_options,
+            clients=self.ctx.tool_clients,
+            role=self.assignment.role,
         )
         step: ToolStep = await self.ctx.tools.call(name, args, context, self._time_left)
         self.usage.retries += len(step.retries)

@@ -51,6 +51,7 @@ from hivebus.core import (
     publish_event,
 )
 from hivebus.core.budget import BudgetLedger, KvLedgerStore
+from hivebus.core.knowledge_client import KnowledgeClient
 from hivebus.core.reliability import BreakerRegistry
 
 log = get_logger(__name__)
@@ -169,6 +170,7 @@ class AgentService:
         self.ledger: BudgetLedger | None = None
         self.tasks_kv: KeyValue | None = None
         self.checkpoints: CheckpointStore | None = None
+        self.knowledge: KnowledgeClient | None = None
 
     async def prepare(self) -> None:
         """Bind the task-budget ledger, task state and checkpoints in KV (before `start()`)."""
@@ -176,6 +178,7 @@ class AgentService:
         self.tasks_kv = await js.key_value(subjects.TASKS_BUCKET)
         self.ledger = BudgetLedger(KvLedgerStore(self.tasks_kv, self.settings.kv_cas_attempts))
         self.checkpoints = CheckpointStore(await js.key_value(subjects.RUNS_BUCKET))
+        self.knowledge = KnowledgeClient(self.broker, await js.key_value(subjects.KNOWLEDGE_BUCKET))
 
     async def _is_cancelled(self, task_id: str) -> bool:
         if self.tasks_kv is None:
@@ -276,6 +279,7 @@ class AgentService:
             validators=self.validators,
             output_retries=self.role_config.output_retries,
             tool_options=self.config.tool_options,
+            tool_clients={"knowledge": self.knowledge} if self.knowledge else {},
             checkpoint=checkpoint,
             cancelled=lambda: self._is_cancelled(assignment.task_id),
         )

@@ -31,6 +31,9 @@ class ToolContext:
     step: int
     idempotency_key: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    clients: Mapping[str, Any] = field(default_factory=dict)
+    """Connections tools may use, by name (`knowledge`: a `KnowledgeClient`)."""
+    role: str = "agent"
 
 
 @dataclass(frozen=True)

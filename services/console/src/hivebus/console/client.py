@@ -19,6 +19,7 @@ from hivebus.contracts import (
     BudgetWarning,
     CancelRequested,
     DeadLetter,
+    NoteCommitted,
     StepRecorded,
     SubTaskAssigned,
     SubTaskFinished,
@@ -49,6 +50,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "task_rejected": TaskRejected,
     "budget_warning": BudgetWarning,
     "breaker_changed": BreakerChanged,
+    "note_committed": NoteCommitted,
 }
 
 FINAL_KINDS = ("task_finished", "task_rejected")

@@ -12,6 +12,7 @@ from rich.table import Table
 from hivebus.contracts import (
     BreakerChanged,
     BudgetWarning,
+    NoteCommitted,
     StepRecorded,
     SubTaskFinished,
     SubTaskStarted,
@@ -87,7 +88,12 @@ def _task(event: TaskFinished) -> str:
     return f"[bold]task {event.task_id} {event.status.value}[/]: {event.reason}"
 
 
+def _note(event: NoteCommitted) -> str:
+    return f"[blue]✎[/] {event.path} committed by {event.author} ({event.commit[:8]})"
+
+
 _LINES: dict[type[BaseModel], Callable[[Any], str]] = {
+    NoteCommitted: _note,
     SubTaskStarted: _started,
     StepRecorded: _step,
     SubTaskFinished: _finished,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -12,6 +13,7 @@ from faststream.nats import NatsBroker
 from hivebus.agent.service import build_agent_broker
 from hivebus.core import EmbeddedNats, HivebusConfig, Settings, get_logger, jetstream, new_broker
 from hivebus.core.topology import provision
+from hivebus.knowledge.service import build_knowledge_broker
 from hivebus.orchestrator.service import build_orchestrator_broker
 
 log = get_logger(__name__)
@@ -30,6 +32,14 @@ async def provision_all(url: str, settings: Settings, roles: list[str]) -> None:
 async def start_orchestrator(settings: Settings, config: HivebusConfig, url: str) -> NatsBroker:
     """Start the orchestrator's broker (topology must exist)."""
     broker, service = build_orchestrator_broker(settings, config, url)
+    await service.prepare()
+    await broker.start()
+    return broker
+
+
+async def start_knowledge(settings: Settings, root: Path, url: str) -> NatsBroker:
+    """Start the knowledge service over the repository at `root`."""
+    broker, service = build_knowledge_broker(settings, root, url)
     await service.prepare()
     await broker.start()
     return broker
@@ -62,6 +72,17 @@ class LocalStack:
         self.server: EmbeddedNats | None = None
         self.brokers: list[NatsBroker] = []
         self.url = settings.nats_url or ""
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def knowledge_root(self) -> Path:
+        """Where the knowledge repository lives: configured, in the data dir, or temporary."""
+        if self.settings.knowledge_dir is not None:
+            return self.settings.knowledge_dir
+        if self.data_dir is not None:
+            return self.data_dir / "knowledge"
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="hivebus-kb-")
+        return Path(self._tmp.name) / "knowledge"
 
     async def __aenter__(self) -> Self:
         """Start the server (if embedded), provision, start the services."""
@@ -72,6 +93,9 @@ class LocalStack:
         try:
             await provision_all(self.url, self.settings, sorted(self.config.roles))
             if self.services:
+                self.brokers.append(
+                    await start_knowledge(self.settings, self.knowledge_root(), self.url)
+                )
                 self.brokers.append(await start_orchestrator(self.settings, self.config, self.url))
                 for role in sorted(self.config.roles):
                     self.brokers.append(
@@ -95,3 +119,6 @@ class LocalStack:
         self.brokers.clear()
         if self.server is not None:
             await self.server.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(
         default=None, description="Embedded server's JetStream store; a temporary one when unset."
     )
+    knowledge_dir: Path | None = Field(
+        default=None,
+        description="The knowledge store's Git repository; `<data dir>/knowledge` or a "
+        "temporary one when unset.",
+    )
     log_format: Literal["console", "json"] = Field(default="console", description="Log renderer.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     anthropic_api_key: SecretStr | None = Field(
