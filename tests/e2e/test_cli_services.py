@@ -87,6 +87,14 @@ def test_submit_wait_watch_and_status(hive_up: dict[str, str]) -> None:
     missing = cli("status", "no-such-task")
     assert missing.returncode == 1
 
+    history = cli("kb", "log")
+    assert history.returncode == 0, history.stderr
+    assert "knowledge" in history.stdout
+    note = cli("kb", "show", "readme.md")
+    assert note.returncode == 0, note.stderr
+    bad = cli("kb", "show", "../etc/passwd.md")
+    assert bad.returncode == 1
+
 
 def test_asyncapi_documents_the_services() -> None:
     """`hivebus asyncapi` prints an AsyncAPI document naming each service's channels."""

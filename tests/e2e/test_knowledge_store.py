@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from nats.js.api import DeliverPolicy
 
 from hivebus.console.stack import provision_all
 from hivebus.contracts import subjects
@@ -163,3 +164,47 @@ async def test_agents_share_notes_through_the_tools(tmp_path: Path, settings: Se
     assert committed[0].author.startswith("writer/")
     assert len(log) == 1
     assert log[0].subject.startswith("kb-share/w: write shared/bees.md")
+
+
+async def test_a_finished_task_leaves_its_summary_in_its_folder(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """When a task finishes, the orchestrator's summary is committed under tasks/<task>/."""
+    from hivetest import write_config, write_script  # noqa: PLC0415
+
+    from hivebus.console.client import HiveClient  # noqa: PLC0415
+    from hivebus.console.stack import LocalStack  # noqa: PLC0415
+    from hivebus.contracts import NoteCommitted  # noqa: PLC0415
+
+    model = write_script(tmp_path, "a.yaml", [{"text": "forty-two"}])
+    config = write_config(tmp_path, {"solo": {"system": "s", "model": model}})
+    plan = {
+        "task_id": "Sum-Task",
+        "goal": "answer",
+        "plan": {"subtasks": [{"id": "only", "role": "solo", "prompt": "answer"}]},
+    }
+    async with LocalStack(settings, config) as stack, HiveClient(stack.url, settings) as client:
+        await client.submit(plan)
+        async with asyncio.timeout(30):
+            async for _, _event in client.follow("Sum-Task"):
+                pass
+        committed: NoteCommitted | None = None
+        sub = client.broker.subscriber(
+            subjects.event("Sum-Task", subjects.EventKind.NOTE_COMMITTED),
+            stream=subjects.EVENTS_STREAM,
+            deliver_policy=DeliverPolicy.ALL,
+            ordered_consumer=True,
+            include_in_schema=False,
+        )
+        await sub.start()
+        async with asyncio.timeout(15):
+            while committed is None:
+                message = await sub.get_one(timeout=1.0)
+                if message is not None:
+                    committed = NoteCommitted.model_validate_json(message.body)
+        await sub.stop()
+        note = (stack.knowledge_root() / "tasks" / "sum-task" / "summary.md").read_text()
+    assert committed.path == "tasks/sum-task/summary.md"
+    assert committed.author == "orchestrator"
+    assert "**Status:** completed" in note
+    assert "forty-two" in note

@@ -23,6 +23,7 @@ from hivebus.contracts import (
     TaskStatus,
     Usage,
 )
+from hivebus.contracts.knowledge import NoteWrite
 from hivebus.core import HivebusConfig
 from hivebus.orchestrator import Graph, MemoryStore, Scheduler
 
@@ -49,6 +50,7 @@ class FakeOutbox:
         self.finishes: list[TaskFinished] = []
         self.deadlines: list[DeadlineReached] = []
         self.dead_letters: list[DeadLetter] = []
+        self.notes: list[NoteWrite] = []
 
     async def schedule_deadline(self, event: DeadlineReached) -> None:
         """Keep the scheduled deadline (a test delivers it by calling `stop`)."""
@@ -57,6 +59,10 @@ class FakeOutbox:
     async def dead_letter(self, event: DeadLetter) -> None:
         """Keep a dead letter."""
         self.dead_letters.append(event)
+
+    async def note(self, write: NoteWrite) -> None:
+        """Keep a note handed to the knowledge store."""
+        self.notes.append(write)
 
     async def dispatch(self, assignment: SubTaskAssigned) -> None:
         """Store a dispatch, unless this is the call that fails."""

@@ -35,7 +35,7 @@ def test_init_is_idempotent(repo: GitRepo) -> None:
     entries = repo.log()
     assert len(entries) == 1
     assert entries[0].author == SERVICE_NAME
-    assert repo.list_files() == ["README.md"]
+    assert repo.list_files() == ["readme.md"]
     assert repo.fsck()
 
 
@@ -83,7 +83,7 @@ def test_log_show_and_list_accept_a_path_filter(repo: GitRepo) -> None:
     assert repo.show("shared/b.md", old_commit) is None
     assert repo.show("tasks/t1") is None
     assert repo.list_files("tasks") == ["tasks/t1/a.md"]
-    assert sorted(repo.list_files()) == ["README.md", "shared/b.md", "tasks/t1/a.md"]
+    assert sorted(repo.list_files()) == ["readme.md", "shared/b.md", "tasks/t1/a.md"]
 
 
 def test_recover_after_a_simulated_crash(repo: GitRepo) -> None:
@@ -118,7 +118,7 @@ def test_replay_after_crash_restores_the_working_tree(repo: GitRepo) -> None:
 def test_option_like_names_are_treated_as_paths(repo: GitRepo, name: str) -> None:
     """Names that look like options reach git only as paths or revisions, and match nothing."""
     assert repo.show(name) is None
-    assert repo.show("README.md", name) is None
+    assert repo.show("readme.md", name) is None
     assert repo.blob_revision(name) is None
     assert repo.log(name) == []
     assert repo.list_files(name) == []
@@ -157,7 +157,7 @@ def test_a_store_inside_another_repository_stays_separate(tmp_path: Path) -> Non
     child = GitRepo(tmp_path / "kb")
     child.init()
     write(child, "shared/a.md", "a\n")
-    assert parent.list_files() == ["README.md"]
+    assert parent.list_files() == ["readme.md"]
     assert len(child.log()) == 2
 
 

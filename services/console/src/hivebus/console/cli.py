@@ -16,6 +16,7 @@ from rich.console import Console
 from hivebus.console import demo as demo_assets
 from hivebus.console.client import HiveClient
 from hivebus.console.dlq import dlq_app
+from hivebus.console.kb import kb_app
 from hivebus.console.options import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -46,6 +47,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(kb_app, name="kb")
 
 DEFAULT_DEMO_MODEL = "claude-sonnet-4-5"
 
@@ -62,6 +64,7 @@ class Service(StrEnum):
 
     ORCHESTRATOR = "orchestrator"
     AGENT = "agent"
+    KNOWLEDGE = "knowledge"
 
 
 async def _follow(
@@ -209,11 +212,14 @@ def up(
 
 @app.command()
 def serve(
-    service: Annotated[Service, typer.Argument(help="orchestrator or agent")],
+    service: Annotated[Service, typer.Argument(help="orchestrator, agent or knowledge")],
     role: Annotated[str | None, typer.Option(help="The agent's role (agent only).")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run one service against HIVEBUS_NATS_URL until SIGINT/SIGTERM (as a container runs it)."""
+    """Run one service against HIVEBUS_NATS_URL until SIGINT/SIGTERM (as a container runs it).
+
+    The knowledge service keeps its repository in HIVEBUS_KNOWLEDGE_DIR.
+    """
     settings = settings_from_env(quiet_default=False)
     cfg = config_or_exit(config, settings)
     url = url_or_exit(settings)
@@ -222,11 +228,20 @@ def serve(
         raise typer.Exit(EXIT_USAGE)
 
     async def main() -> None:
-        from hivebus.console.stack import start_agent, start_orchestrator  # noqa: PLC0415
+        from hivebus.console.stack import (  # noqa: PLC0415
+            start_agent,
+            start_knowledge,
+            start_orchestrator,
+        )
 
         await provision_all(url, settings, [role] if role else sorted(cfg.roles))
         if service == Service.ORCHESTRATOR:
             broker = await start_orchestrator(settings, cfg, url)
+        elif service == Service.KNOWLEDGE:
+            if settings.knowledge_dir is None:
+                stderr_console().print("[red]set HIVEBUS_KNOWLEDGE_DIR to the repository[/]")
+                raise typer.Exit(EXIT_USAGE)
+            broker = await start_knowledge(settings, settings.knowledge_dir, url)
         else:
             assert role is not None  # noqa: S101 - checked above
             broker = await start_agent(settings, cfg, role, url)

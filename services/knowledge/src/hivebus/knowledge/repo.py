@@ -189,7 +189,7 @@ class GitRepo:
         self._configure()
         if not self._has_head():
             self.write_and_commit(
-                "README.md",
+                "readme.md",
                 README_NOTE,
                 author_name=SERVICE_NAME,
                 author_email=SERVICE_EMAIL,

@@ -29,11 +29,12 @@ from hivebus.contracts import (
     TaskSubmitted,
     transition,
 )
+from hivebus.contracts.knowledge import NoteWrite
 from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, HivebusConfig, SystemClock, get_logger
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.state import StateStore, SubTaskState, TaskMeta, set_bits
-from hivebus.orchestrator.summary import summarize
+from hivebus.orchestrator.summary import summarize, summary_note
 from hivebus.orchestrator.validation import validate_submission
 
 log = get_logger(__name__)
@@ -50,6 +51,10 @@ class Outbox(Protocol):
 
     async def dead_letter(self, event: DeadLetter) -> None:
         """Put something that cannot finish where a person will see it."""
+        ...
+
+    async def note(self, write: NoteWrite) -> None:
+        """Hand a note to the knowledge store (applied by its writer, idempotent by id)."""
         ...
 
     async def dispatch(self, assignment: SubTaskAssigned) -> None:
@@ -383,6 +388,7 @@ class Scheduler:
             )
 
         await self.outbox.finished(result)
+        await self.outbox.note(summary_note(submission, result))
         await self.store.update_meta(task_id, close)
 
 

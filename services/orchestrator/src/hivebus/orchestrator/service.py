@@ -34,6 +34,7 @@ from hivebus.contracts import (
     Usage,
     subjects,
 )
+from hivebus.contracts.knowledge import NoteWrite
 from hivebus.contracts.subjects import ControlKind, DeadLetterKind, EventKind
 from hivebus.core import (
     HivebusConfig,
@@ -111,6 +112,16 @@ class BusOutbox:
                 event.task_id, event.subtask_id or "-", event.attempt, f"dlq-{event.why}"
             ),
             settings=self.settings,
+        )
+
+    async def note(self, write: NoteWrite) -> None:
+        """On the KNOWLEDGE stream; the knowledge service commits it (once, by write id)."""
+        await self.broker.publish(
+            write,
+            subjects.KNOWLEDGE_WRITE,
+            headers={subjects.MSG_ID_HEADER: f"kb:{write.write_id}"},
+            stream=subjects.KNOWLEDGE_STREAM,
+            timeout=self.settings.publish_timeout_s,
         )
 
     async def rejected(self, event: TaskRejected) -> None:

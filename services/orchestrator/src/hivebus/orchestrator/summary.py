@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from hivebus.contracts import SubTaskStatus, SubTaskSummary, TaskFinished, TaskStatus, Usage
+from hivebus.contracts import (
+    SubTaskStatus,
+    SubTaskSummary,
+    TaskFinished,
+    TaskStatus,
+    TaskSubmitted,
+    Usage,
+)
+from hivebus.contracts.knowledge import NoteWrite
 from hivebus.core import Clock
 from hivebus.orchestrator.graph import Graph
 from hivebus.orchestrator.state import SubTaskState, TaskMeta
@@ -69,4 +77,45 @@ def summarize(
         output=frontier or None,
         usage=usage,
         subtasks=summaries,
+    )
+
+
+def _folder(task_id: str) -> str:
+    """The task's folder in the knowledge store (note paths are lower case)."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in task_id)
+    return f"tasks/{cleaned.lower().lstrip('-_') or 'task'}"
+
+
+def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
+    """The task's summary as a note in its folder: status, outputs, usage, blocked reasons."""
+    u = result.usage
+    lines = [
+        f"# {submission.goal}",
+        "",
+        f"**Status:** {result.status.value}{' (degraded)' if result.degraded else ''}  ",
+        f"**Why:** {result.reason}  ",
+        (
+            f"**Usage:** {u.input_tokens} in / {u.output_tokens} out tokens, "
+            f"${u.cost_usd:.4f}, {u.steps} steps, {u.tool_calls} tool calls, "
+            f"{u.retries} retries, {u.wall_s:.1f}s"
+        ),
+        "",
+        "| sub-task | role | status | reason |",
+        "|---|---|---|---|",
+    ]
+    for sub in result.subtasks:
+        why = f"blocked by {sub.blocked_by}" if sub.blocked_by else sub.reason
+        lines.append(f"| {sub.id} | {sub.role} | {sub.status.value} | {why.replace('|', '/')} |")
+    if result.output:
+        lines += ["", "## Output", ""]
+        for key, value in (result.output or {}).items():
+            lines += [f"### {key}", "", str(value), ""]
+    return NoteWrite(
+        write_id=f"{result.task_id}-summary",
+        task_id=result.task_id,
+        role="orchestrator",
+        path=f"{_folder(result.task_id)}/summary.md",
+        title=f"Summary of {result.task_id}",
+        tags=["summary", result.status.value],
+        body="\n".join(lines)[:200_000],
     )
