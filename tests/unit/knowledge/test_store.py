@@ -93,3 +93,15 @@ def test_reopening_after_a_crash_keeps_every_commit(tmp_path: Path) -> None:
     assert reopened.apply(_write("shared/a.md", "two")).status == "committed"
     assert reopened.repo.fsck()
     assert len(reopened.repo.log("shared/a.md")) == 2
+
+
+def test_a_write_replayed_after_its_commit_is_not_committed_twice(tmp_path: Path) -> None:
+    """The same body by the same author again (a redelivered write) makes no second commit."""
+    store = KnowledgeStore(tmp_path / "kb")
+    write = _write("shared/a.md", "exactly this")
+    first = store.apply(write)
+    again = store.apply(write)
+    assert first.status == "committed"
+    assert again.status == "unchanged"
+    assert again.revision == first.revision
+    assert len(store.repo.log("shared/a.md")) == 1

@@ -18,7 +18,7 @@ from hivebus.contracts.knowledge import (
     NoteWriteResult,
 )
 from hivebus.knowledge.errors import KnowledgeError
-from hivebus.knowledge.notes import Note, NoteMeta, check_note_size, render_note
+from hivebus.knowledge.notes import Note, NoteMeta, check_note_size, parse_note, render_note
 from hivebus.knowledge.paths import validate_note_path
 from hivebus.knowledge.repo import GitRepo
 from hivebus.knowledge.search import search_notes
@@ -77,6 +77,12 @@ class KnowledgeStore:
                 error="the note changed since you read it: merge with current_content and "
                 "write again naming current_revision",
             )
+        if current is not None and self._already_there(path, write):
+            # The same author wrote the same body: a write redelivered after a crash between
+            # its commit and its recorded result, or a repeat. Nothing to commit.
+            return NoteWriteResult(
+                write_id=write.write_id, status="unchanged", path=path, revision=current
+            )
         meta = NoteMeta(
             title=write.title or Path(path).stem.replace("-", " "),
             tags=write.tags,
@@ -97,6 +103,16 @@ class KnowledgeStore:
         return NoteWriteResult(
             write_id=write.write_id, status=status, path=path, revision=revision, commit=commit
         )
+
+    def _already_there(self, path: str, write: NoteWrite) -> bool:
+        text = self.repo.show(path)
+        if text is None:
+            return False
+        try:
+            note = parse_note(text, path)
+        except KnowledgeError:
+            return False
+        return note.body.strip() == write.body.strip() and note.meta.author == author_of(write)
 
     def read(self, path: str) -> NoteReadResult:
         """A note at HEAD and its revision."""
