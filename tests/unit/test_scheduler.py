@@ -677,3 +677,19 @@ async def test_bytes_written_for_a_fan_in_are_linear(hive_config: HivebusConfig)
         assert hive.the_result().status == TaskStatus.COMPLETED
         per_unit.append(hive.store.bytes / (2 * n - 1))
     assert per_unit[1] <= 1.25 * per_unit[0], per_unit
+
+
+async def test_a_large_output_is_handed_over_as_a_note_reference(hive: Hive) -> None:
+    """A dependency output past the inline limit goes to the store; the dependent gets its path."""
+    await hive.submit(plan(node("big"), node("user", ["big"])))
+    [first] = hive.outbox.dispatched
+    event = hive.result("big", attempt=first.attempt).model_copy(update={"output": "x" * 9000})
+    await hive.start("big", first.attempt, first.task_id)
+    await hive.finish(event)
+    [note] = hive.outbox.notes
+    assert note.path.endswith("/outputs/big.md")
+    assert note.body == "x" * 9000
+    user = next(a for a in hive.outbox.dispatched if a.subtask_id == "user")
+    [dependency] = user.dependencies
+    assert dependency.note == note.path
+    assert len(str(dependency.output)) < 600

@@ -59,6 +59,11 @@ class DependencyOutput(BaseModel):
 
     subtask_id: Identifier
     output: Any = Field(default=None, description="The dependency's final output.")
+    note: str | None = Field(
+        default=None,
+        description="A large output is handed over by reference: the knowledge-store note "
+        "holding it (read it with kb_read); `output` then holds a preview.",
+    )
 
 
 class SubTaskAssigned(Event):

@@ -15,10 +15,17 @@ def build_prompt(assignment: SubTaskAssigned) -> str:
     parts = [assignment.prompt, f"\nOverall goal of the task: {assignment.goal}"]
     if assignment.input:
         parts.append(f"\nInput:\n{json.dumps(assignment.input, indent=2, default=str)}")
-    parts.extend(
-        f"\nOutput of sub-task {dep.subtask_id!r}:\n{json.dumps(dep.output, indent=2, default=str)}"
-        for dep in assignment.dependencies
-    )
+    for dep in assignment.dependencies:
+        if dep.note:
+            parts.append(
+                f"\nOutput of sub-task {dep.subtask_id!r} is long: read it from the note "
+                f"{dep.note!r} with kb_read. It begins:\n{dep.output}"
+            )
+        else:
+            parts.append(
+                f"\nOutput of sub-task {dep.subtask_id!r}:\n"
+                f"{json.dumps(dep.output, indent=2, default=str)}"
+            )
     if assignment.output_schema is not None:
         parts.append(
             "\nAnswer with JSON only, valid against this JSON Schema:\n"

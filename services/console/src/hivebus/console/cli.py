@@ -39,6 +39,7 @@ from hivebus.console.render import (
 from hivebus.console.stack import LocalStack, provision_all
 from hivebus.contracts import TaskFinished, TaskRejected, json_schemas
 from hivebus.core import HivebusConfig, Settings
+from hivebus.knowledge.repo import GitRepo
 
 app = typer.Typer(
     help="hivebus: LLM agents as independent services on NATS JetStream.",
@@ -159,6 +160,10 @@ def demo(
     console = stderr_console()
     with tempfile.TemporaryDirectory(prefix="hivebus-demo-") as tmp:
         cfg = cfg.model_copy(update={"workspace": Path(tmp) / "workspace"})
+        knowledge = Path(tmp) / "knowledge"
+        if settings.knowledge_dir is None and data_dir is None:
+            settings = settings.model_copy(update={"knowledge_dir": knowledge})
+        knowledge = settings.knowledge_dir or (data_dir or Path(tmp)) / "knowledge"
         if settings.anthropic_api_key is not None:
             console.print(f"ANTHROPIC_API_KEY is set: the agents use anthropic:{model}.")
             route = f"anthropic:{model}"
@@ -178,8 +183,10 @@ def demo(
         result = asyncio.run(
             _run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=600.0)
         )
-        written = sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
-        console.print(f"files the agents wrote: {', '.join(written) or 'none'}")
+        history = GitRepo(knowledge).log(limit=20) if (knowledge / ".git").exists() else []
+        console.print(f"the knowledge store's log ({knowledge}):")
+        for entry in history:
+            console.print(f"  {entry.commit[:8]}  {entry.author:24}  {entry.subject}")
     raise typer.Exit(_report(result, json_out))
 
 

@@ -34,7 +34,15 @@ from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, HivebusConfig, SystemClock, get_logger
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.state import StateStore, SubTaskState, TaskMeta, set_bits
-from hivebus.orchestrator.summary import summarize, summary_note
+from hivebus.orchestrator.summary import (
+    INLINE_OUTPUT_CHARS,
+    OUTPUT_PREVIEW_CHARS,
+    output_note,
+    output_note_path,
+    output_text,
+    summarize,
+    summary_note,
+)
 from hivebus.orchestrator.validation import validate_submission
 
 log = get_logger(__name__)
@@ -150,9 +158,18 @@ class Scheduler:
         dependencies = []
         for dep in spec.depends_on:
             dep_state = await self.store.read_subtask(submission.task_id, dep)
-            dependencies.append(
-                DependencyOutput(subtask_id=dep, output=dep_state.output if dep_state else None)
-            )
+            output = dep_state.output if dep_state else None
+            text = output_text(output)
+            if len(text) > INLINE_OUTPUT_CHARS:  # by reference: the note written on completion
+                dependencies.append(
+                    DependencyOutput(
+                        subtask_id=dep,
+                        output=text[:OUTPUT_PREVIEW_CHARS] + " [...]",
+                        note=output_note_path(submission.task_id, dep),
+                    )
+                )
+            else:
+                dependencies.append(DependencyOutput(subtask_id=dep, output=output))
         role = self.config.roles[spec.role]
         await self.outbox.dispatch(
             SubTaskAssigned(
@@ -237,6 +254,8 @@ class Scheduler:
         if meta is None or meta.is_finished(graph.index[state.id]):
             return meta
         done = [state.id]
+        if state.status == S.COMPLETED and len(output_text(state.output)) > INLINE_OUTPUT_CHARS:
+            await self.outbox.note(output_note(submission.task_id, state.id, state.output))
         if state.status == S.COMPLETED:
             for dependent in graph.dependents[state.id]:
                 await self._mark_dependency_done(submission, graph, dependent, state.id)
