@@ -7,6 +7,7 @@ other conftest.py files pytest has imported first.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -37,3 +38,23 @@ def process_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HIVEBUS_"))}
     env.update({"HIVEBUS_LOG_FORMAT": "json", **extra})
     return env
+
+
+class FakeClock:
+    """A clock that only moves when a test (or a `FakeSleep`) advances it."""
+
+    def __init__(self) -> None:
+        """Start at an arbitrary monotonic reading."""
+        self.seconds = 1000.0
+
+    def monotonic(self) -> float:
+        """The current fake monotonic reading."""
+        return self.seconds
+
+    def now(self) -> datetime:
+        """A wall time that moves with the monotonic reading."""
+        return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self.seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.seconds += seconds

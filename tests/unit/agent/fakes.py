@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+
+from hivetest import FakeClock
 
 from hivebus.agent.models.base import ModelRequest, ModelResponse, TurnUsage
 from hivebus.contracts import BreakerChanged, BudgetWarning, StepRecorded
 
-
-class FakeClock:
-    """A clock that only moves when a test (or a `FakeSleep`) advances it."""
-
-    def __init__(self) -> None:
-        """Start at an arbitrary monotonic reading."""
-        self.seconds = 1000.0
-
-    def monotonic(self) -> float:
-        """The current fake monotonic reading."""
-        return self.seconds
-
-    def now(self) -> datetime:
-        """A wall time that moves with the monotonic reading."""
-        return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self.seconds)
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.seconds += seconds
+__all__ = ["FakeClock"]  # re-exported: agent tests import it from here
 
 
 class FakeSleep:

@@ -9,9 +9,9 @@ half_open ──(trial fails)──▶ open (the pause starts again)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import pytest
+from hivetest import FakeClock
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,26 +33,6 @@ CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.H
 NAME = "model:test"
 
 Change = tuple[str, BreakerState, BreakerState]
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        """Start at an arbitrary reading."""
-        self.seconds = 1000.0
-
-    def monotonic(self) -> float:
-        """The current reading."""
-        return self.seconds
-
-    def now(self) -> datetime:
-        """A wall time that moves with the reading."""
-        return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self.seconds)
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.seconds += seconds
 
 
 @dataclass(eq=False)

@@ -13,6 +13,19 @@ MAX_NOTE_CHARS = 256 * 1024
 """Largest note body accepted, in characters (the store also checks bytes)."""
 
 
+def task_folder(task_id: str) -> str:
+    """The knowledge-store folder of a task: `tasks/<task id, lower case>`.
+
+    Task ids match `ID_PATTERN`, so lower-casing them always gives a valid path segment.
+    """
+    return f"tasks/{task_id.lower()}"
+
+
+def output_note_path(task_id: str, subtask_id: str) -> str:
+    """Where a sub-task's large output is kept in the knowledge store."""
+    return f"{task_folder(task_id)}/outputs/{subtask_id.lower()}.md"
+
+
 def _write_id() -> str:
     return uuid.uuid4().hex
 

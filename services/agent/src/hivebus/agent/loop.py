@@ -31,6 +31,7 @@ from hivebus.agent.modelcall import (
     ModelCaller,
     ModelStep,
     WallClockExceededError,
+    cost_of,
 )
 from hivebus.agent.models.base import (
     CHARS_PER_TOKEN_BOUND,
@@ -353,11 +354,11 @@ class AgentLoop:
             if response is not None:
                 self.usage.input_tokens += response.usage.input_tokens
                 self.usage.output_tokens += response.usage.output_tokens
-                price = self.ctx.caller.price_for(step.route)
-                cost = (
-                    response.usage.input_tokens * price.input_per_mtok
-                    + response.usage.output_tokens * price.output_per_mtok
-                ) / 1e6
+                cost = cost_of(
+                    self.ctx.caller.price_for(step.route),
+                    response.usage.input_tokens,
+                    response.usage.output_tokens,
+                )
                 self.usage.cost_usd = round(self.usage.cost_usd + cost, 6)
             await self.reporter.step(
                 "model",

@@ -27,6 +27,17 @@ REQUEST_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
 
 
+async def publish_note_write(broker: NatsBroker, write: NoteWrite, timeout_s: float = 5.0) -> None:
+    """Put a write on the KNOWLEDGE stream, deduplicated by its write id."""
+    await broker.publish(
+        write,
+        subjects.KNOWLEDGE_WRITE,
+        headers={subjects.MSG_ID_HEADER: f"kb:{write.write_id}"},
+        stream=subjects.KNOWLEDGE_STREAM,
+        timeout=timeout_s,
+    )
+
+
 class KnowledgeUnavailableError(Exception):
     """The knowledge service did not answer in time."""
 
@@ -47,13 +58,7 @@ class KnowledgeClient:
 
     async def write(self, write: NoteWrite, timeout_s: float = WRITE_TIMEOUT_S) -> NoteWriteResult:
         """Submit a write and wait for its result (conflicts come back as results)."""
-        await self.broker.publish(
-            write,
-            subjects.KNOWLEDGE_WRITE,
-            headers={subjects.MSG_ID_HEADER: f"kb:{write.write_id}"},
-            stream=subjects.KNOWLEDGE_STREAM,
-            timeout=5.0,
-        )
+        await publish_note_write(self.broker, write)
         delay = 0.01
         async with asyncio.timeout(timeout_s):
             while True:

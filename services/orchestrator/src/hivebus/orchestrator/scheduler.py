@@ -29,7 +29,7 @@ from hivebus.contracts import (
     TaskSubmitted,
     transition,
 )
-from hivebus.contracts.knowledge import NoteWrite
+from hivebus.contracts.knowledge import NoteWrite, output_note_path
 from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, HivebusConfig, SystemClock, get_logger
 from hivebus.orchestrator.graph import Graph, GraphCache
@@ -38,7 +38,6 @@ from hivebus.orchestrator.summary import (
     INLINE_OUTPUT_CHARS,
     OUTPUT_PREVIEW_CHARS,
     output_note,
-    output_note_path,
     output_text,
     summarize,
     summary_note,

@@ -45,6 +45,7 @@ from hivebus.core import (
     new_broker,
     publish_event,
 )
+from hivebus.core.knowledge_client import publish_note_write
 from hivebus.orchestrator.scheduler import Scheduler
 from hivebus.orchestrator.state import KvStore
 from hivebus.orchestrator.validation import task_id_of
@@ -116,13 +117,7 @@ class BusOutbox:
 
     async def note(self, write: NoteWrite) -> None:
         """On the KNOWLEDGE stream; the knowledge service commits it (once, by write id)."""
-        await self.broker.publish(
-            write,
-            subjects.KNOWLEDGE_WRITE,
-            headers={subjects.MSG_ID_HEADER: f"kb:{write.write_id}"},
-            stream=subjects.KNOWLEDGE_STREAM,
-            timeout=self.settings.publish_timeout_s,
-        )
+        await publish_note_write(self.broker, write, self.settings.publish_timeout_s)
 
     async def rejected(self, event: TaskRejected) -> None:
         """`hive.events.<task>.task_rejected`."""

@@ -12,7 +12,7 @@ from hivebus.contracts import (
     TaskSubmitted,
     Usage,
 )
-from hivebus.contracts.knowledge import NoteWrite
+from hivebus.contracts.knowledge import NoteWrite, output_note_path, task_folder
 from hivebus.core import Clock
 from hivebus.orchestrator.graph import Graph
 from hivebus.orchestrator.state import SubTaskState, TaskMeta
@@ -82,12 +82,6 @@ def summarize(
     )
 
 
-def _folder(task_id: str) -> str:
-    """The task's folder in the knowledge store (note paths are lower case)."""
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in task_id)
-    return f"tasks/{cleaned.lower().lstrip('-_') or 'task'}"
-
-
 def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
     """The task's summary as a note in its folder: status, outputs, usage, blocked reasons."""
     u = result.usage
@@ -116,7 +110,7 @@ def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
         write_id=f"{result.task_id}-summary",
         task_id=result.task_id,
         role="orchestrator",
-        path=f"{_folder(result.task_id)}/summary.md",
+        path=f"{task_folder(result.task_id)}/summary.md",
         title=f"Summary of {result.task_id}",
         tags=["summary", result.status.value],
         body="\n".join(lines)[:200_000],
@@ -135,12 +129,6 @@ def output_text(output: object) -> str:
     if output is None:
         return ""
     return output if isinstance(output, str) else json.dumps(output, indent=2, default=str)
-
-
-def output_note_path(task_id: str, subtask_id: str) -> str:
-    """Where a large output of a sub-task is kept in the knowledge store."""
-    sub = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in subtask_id)
-    return f"{_folder(task_id)}/outputs/{sub.lower().lstrip('-_') or 'output'}.md"
 
 
 def output_note(task_id: str, subtask_id: str, output: object) -> NoteWrite:
