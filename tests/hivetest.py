@@ -1,21 +1,37 @@
 """Helpers shared by the test suites (imported as `hivetest`; `tests/` is on the path).
 
+Configuration and scripted-model files (`write_config`, `write_script`), the environment of a
+child `hivebus` process (`process_env`), provisioning a test's server (`provision_bus`), a
+fake clock (`FakeClock`), and the suite's hygiene: `SCRUBBED_PREFIXES` and `NETWORK_GUARD`,
+which `conftest.py` applies to the whole session.
+
 Kept out of conftest.py so that `from hivetest import ...` always means this module, whatever
 other conftest.py files pytest has imported first.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from hivebus.core import HivebusConfig, load_config
+from hivebus.core import HivebusConfig, Settings, jetstream, load_config, new_broker
+from hivebus.core.topology import provision
 
 REPO = Path(__file__).resolve().parent.parent
 HIVEBUS = REPO / ".venv" / "bin" / "hivebus"
+
+SCRUBBED_PREFIXES = ("ANTHROPIC_", "HIVEBUS_")
+"""Environment variables no test may see: the developer's keys, endpoints and settings."""
+
+LOCAL_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})
+"""Host names that always mean this machine."""
 
 
 def write_config(directory: Path, roles: dict[str, dict[str, object]]) -> HivebusConfig:
@@ -34,10 +50,30 @@ def write_script(directory: Path, name: str, turns: list[dict[str, object]]) -> 
 
 
 def process_env(**extra: str) -> dict[str, str]:
-    """Environment for a child `hivebus` process: no API key, quiet JSON logs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HIVEBUS_"))}
+    """Environment for a child `hivebus` process: no `SCRUBBED_PREFIXES`, JSON logs, `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
     env.update({"HIVEBUS_LOG_FORMAT": "json", **extra})
     return env
+
+
+def scrub_environment() -> list[str]:
+    """Remove every `SCRUBBED_PREFIXES` variable from `os.environ`; return the names removed."""
+    removed = sorted(key for key in os.environ if key.startswith(SCRUBBED_PREFIXES))
+    for key in removed:
+        del os.environ[key]
+    return removed
+
+
+async def provision_bus(url: str, settings: Settings, roles: Sequence[str] = ()) -> None:
+    """Create every stream, bucket and consumer on the server at `url`, as the services do.
+
+    The same as `hivebus.console.stack.provision_all`, without importing every service.
+    """
+    broker = new_broker(url, "test-provision", settings)
+    try:
+        await provision(await jetstream(broker), settings, list(roles))
+    finally:
+        await broker.stop()
 
 
 class FakeClock:
@@ -58,3 +94,103 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward."""
         self.seconds += seconds
+
+
+class NetworkGuardError(RuntimeError):
+    """A test tried to reach an address off this machine.
+
+    Not an `OSError`, so code that retries network failures does not swallow it.
+    """
+
+
+def _host_text(host: object) -> str:
+    return host.decode(errors="replace") if isinstance(host, bytes) else str(host)
+
+
+def _address(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` as an IP address (IPv4-mapped IPv6 as IPv4), None when it is a name."""
+    try:
+        address = ipaddress.ip_address(_host_text(host).split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_local_host(host: object) -> bool:
+    """Whether `host` (a name or an address literal) can only mean this machine."""
+    if host is None or _host_text(host).lower() in {"", *LOCAL_NAMES}:
+        return True
+    address = _address(host)
+    return address is not None and (address.is_loopback or address.is_unspecified)
+
+
+class NetworkGuard:
+    """Refuses, and remembers, every connection or name lookup a test makes off this machine.
+
+    Loopback (127.0.0.0/8, ::1, `localhost`), unix sockets and other non-IP families pass.
+    `install` patches `socket.socket.connect`/`connect_ex` and `socket.getaddrinfo` (which
+    `socket.create_connection` and asyncio resolve through) for the whole process.
+    """
+
+    def __init__(self) -> None:
+        """Nothing is patched until `install`."""
+        self.attempts: list[str] = []
+        self._originals: dict[str, Callable[..., Any]] = {}
+
+    def _refuse(self, what: str) -> NetworkGuardError:
+        self.attempts.append(what)
+        return NetworkGuardError(
+            f"a test tried to reach {what}: tests may only connect to loopback (127.0.0.0/8, "
+            "::1) or unix sockets; start a local fake instead"
+        )
+
+    def check_address(self, family: int, address: Any) -> None:
+        """Raise `NetworkGuardError` if a socket of `family` may not connect to `address`."""
+        if family not in {socket.AF_INET, socket.AF_INET6} or not isinstance(address, tuple):
+            return
+        if not _is_local_host(address[0]):
+            raise self._refuse(f"{address[0]}:{address[1]}")
+
+    def check_lookup(self, host: object) -> None:
+        """Raise `NetworkGuardError` if resolving `host` needs a name server.
+
+        An address literal needs none; whether it may be reached is checked at `connect`.
+        """
+        if not _is_local_host(host) and _address(host) is None:
+            raise self._refuse(f"{host!r} (name lookup)")
+
+    def install(self) -> None:
+        """Patch the socket module (idempotent)."""
+        if self._originals:
+            return
+        connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+        getaddrinfo = socket.getaddrinfo
+        self._originals = {"connect": connect, "connect_ex": connect_ex, "getaddrinfo": getaddrinfo}
+        guard = self
+
+        def guarded_connect(sock: socket.socket, address: Any) -> None:
+            guard.check_address(sock.family, address)
+            connect(sock, address)
+
+        def guarded_connect_ex(sock: socket.socket, address: Any) -> int:
+            guard.check_address(sock.family, address)
+            return connect_ex(sock, address)
+
+        def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            guard.check_lookup(host)
+            return getaddrinfo(host, *args, **kwargs)
+
+        socket.socket.connect = guarded_connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+        socket.getaddrinfo = guarded_getaddrinfo
+
+    def take(self) -> list[str]:
+        """The refused attempts since the last `take`, forgotten once returned."""
+        attempts, self.attempts = self.attempts, []
+        return attempts
+
+
+NETWORK_GUARD = NetworkGuard()
+"""The one guard of the test session, installed by `conftest.py`."""

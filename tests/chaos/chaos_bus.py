@@ -1,8 +1,9 @@
 """Servers and services for the bus chaos tests: nats clusters, `hivebus serve` processes, probes.
 
-Services run as `hivebus serve ...` with info logs captured to files, so a test that fails
-can say what a service was doing; `BusProbe.events` reads a task's whole history from EVENTS
-after the fact, independently of what a follower saw while servers were dying.
+Services run as `hivebus serve ...` with JSON info logs (their stderr) captured to files, so
+a test that fails can say what a service was doing; `BusProbe.events` reads a task's whole
+history from EVENTS after the fact, independently of what a follower saw while servers were
+dying.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SHIPPED_CLUSTER = TESTS.parent / "infra" / "nats" / "cluster"
 
 
 def service_env(url: str, **extra: str) -> dict[str, str]:
-    """Child environment: the server URL, short bus timings, info logs, the test tools."""
+    """Child environment: the server URL, short bus timings, JSON info logs, the test tools."""
     timings = {
         "HIVEBUS_ORCHESTRATOR_ACK_WAIT_S": "2",
         "HIVEBUS_WORK_ACK_WAIT_S": "5",

@@ -1,13 +1,16 @@
 """Tools for the chaos tests, imported by `hivebus serve agent` processes through PYTHONPATH.
 
 Every file they write lives in the run's workspace, which all worker processes of a test
-share; appends are whole lines written with one `write` under an exclusive `flock`, so a
-worker killed mid-call leaves no torn line behind.
+share. Each line is appended with one `write` to a file opened `O_APPEND`, so a worker killed
+mid-call leaves no torn line behind; checking the ledger and appending to it (with `calls`)
+happen under an exclusive `flock` of `ledger.lock`, so two workers never both apply one key.
 
-- `ledger_append`: a write whose effect must happen once per idempotency key. Every
-  invocation is appended to `calls`; the key is appended to `ledger` only if absent.
-- `slow_append`: the same write after a pause, long enough to stop the worker inside it.
-- `crash`: records the call, then ends its worker process on the spot (`os._exit`).
+- `ledger_append`: a write whose effect must happen once per idempotency key, after a short
+  pause (so kills land inside tool calls too). Every invocation is appended to `calls`; the
+  key is appended to `ledger` only if absent.
+- `slow_append`: appends to `entered` at once, then the same write after `seconds`, long
+  enough to stop or kill the worker inside it.
+- `crash`: appends to `crashes`, then ends its worker process on the spot (`os._exit`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ LEDGER = "ledger"
 CALLS = "calls"
 """One line per invocation: `<subtask_id> <idempotency_key> <pid>`."""
 LOCK = "ledger.lock"
+"""The file whose `flock` serialises the ledger's check-and-append across processes."""
 
 
 def _append_line(path: Path, line: str) -> None:

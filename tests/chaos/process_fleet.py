@@ -1,9 +1,10 @@
-"""The hivebus service processes of one chaos test: spawn, kill, restart, and always clean up.
+"""The agent and orchestrator processes of one chaos test: spawn, kill, pause, always clean up.
 
 Every process runs `hivebus serve ...` in its own session (so a signal reaches its whole
-group), with the same bus timings as the test's own `provision_all` call: consumers are
-created from those settings at provisioning, and whichever process provisions last wins.
-Each process logs JSON to its own file under `logs/`, so a test can read what it said.
+group), with the bus timings of the `Settings` the `Fleet` was given, which should be the
+ones the test provisioned with: each `hivebus serve` provisions again at start-up, consumers
+are configured from its settings, and whichever process provisions last wins. Each process
+logs JSON to its own file in the test's `logs` directory, so a test can read what it said.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ async def wait_until(
 async def read_events(js: JetStreamContext, task_id: str) -> list[tuple[str, dict[str, Any]]]:
     """Every event of a task stored in EVENTS so far, as `(kind, body)`, oldest first.
 
-    An ordered consumer needs no acks, so it reads any number of events (see the xfail in
-    `test_follow_long_task.py` for why `HiveClient.follow` is not used on large tasks).
+    An ordered consumer needs no acks, so it reads any number of events, whatever the ack
+    window (`test_follow_long_task.py` pins that `HiveClient.follow` does too). The task must
+    have at least one event: with none, this raises a nats `TimeoutError` after 10 s.
     """
     sub = await js.subscribe(
         subjects.events_of(task_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL

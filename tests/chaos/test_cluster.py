@@ -53,7 +53,7 @@ def test_shipped_cluster_configs_pass_nats_server_check(tmp_path: Path) -> None:
 
 async def test_a_comma_separated_server_list_connects(nats_server: EmbeddedNats) -> None:
     """A comma-separated server list connects even when its first server is down."""
-    broker = new_broker(f"nats://127.0.0.1:{free_port()}, {nats_server.url}", "probe")
+    broker = new_broker(f"nats://127.0.0.1:{free_port()}, {nats_server.url}", "probe", Settings())
     try:
         await (await jetstream(broker)).account_info()
     finally:

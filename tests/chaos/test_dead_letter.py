@@ -23,6 +23,7 @@ from hivebus.contracts import (
     SubTaskAssigned,
     SubTaskFinished,
     SubTaskStarted,
+    SubTaskState,
     SubTaskStatus,
     TaskFinished,
     TaskStatus,
@@ -30,7 +31,7 @@ from hivebus.contracts import (
 )
 from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import EmbeddedNats, jetstream
-from hivebus.orchestrator.state import KvStore, SubTaskState
+from hivebus.orchestrator.state import KvStore
 
 pytestmark = pytest.mark.chaos
 

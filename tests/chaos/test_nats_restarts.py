@@ -113,7 +113,7 @@ async def test_task_survives_repeated_nats_server_kills(
     print(  # noqa: T201 - the chaos summary line is this test's report
         f"CHAOS nats-restarts: subtasks={len(ids)} restarts={restarts} "
         f"lost={len(lost)} duplicated={len(duplicated)} "
-        f"runs_interrupted={len(log_events(services[0], 'run_not_reported'))} "
+        f"runs_interrupted={len(log_events(services[0], 'message_retry'))} "
         f"seconds={time.monotonic() - started:.1f}"
     )
     assert restarts >= RESTARTS, f"the task finished after only {restarts} restarts"
@@ -161,7 +161,7 @@ async def test_runs_waiting_on_the_budget_ledger_survive_a_long_outage(
         for service in services:
             service.stop()
     final = [event for kind, event in events if kind == "task_finished"]
-    retried = log_events(services[0], "run_not_reported")
+    retried = log_events(services[0], "message_retry")
     print(  # noqa: T201 - the chaos summary line is this test's report
         f"CHAOS nats-outage: subtasks=4 outage_s={OUTAGE_S} runs_retried={len(retried)} "
         f"status={final[0]['status']}"

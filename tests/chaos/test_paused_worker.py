@@ -13,10 +13,9 @@ from chaos_tools import CALLS, LEDGER
 from hivetest import write_config, write_script
 from process_fleet import Fleet, chaos_settings, read_events, wait_until
 
-from hivebus.agent.checkpoint import RunState
 from hivebus.console.client import HiveClient
 from hivebus.console.stack import provision_all
-from hivebus.contracts import SubTaskStatus, TaskFinished, TaskStatus, subjects
+from hivebus.contracts import RunCheckpoint, SubTaskStatus, TaskFinished, TaskStatus, subjects
 from hivebus.core import EmbeddedNats, jetstream
 
 pytestmark = pytest.mark.chaos
@@ -77,7 +76,9 @@ async def test_paused_worker_is_fenced(tmp_path: Path, nats_server: EmbeddedNats
 
             await client.submit(body)
             await wait_until(first_in_tool, "the first worker entering the tool")
-            first_owner = RunState.model_validate_json((await runs.get(KEY)).value or b"").owner
+            first_owner = RunCheckpoint.model_validate_json(
+                (await runs.get(KEY)).value or b""
+            ).owner
             fleet.signal(first, signal.SIGSTOP)
             stopped_at = time.monotonic()
             second = fleet.agent("slow")
@@ -90,7 +91,7 @@ async def test_paused_worker_is_fenced(tmp_path: Path, nats_server: EmbeddedNats
             fleet.signal(first, signal.SIGCONT)
             await wait_until(first_fenced, "the woken worker finding itself fenced")
             _, after_wake, _ = await client.status("paused")
-            checkpoint = RunState.model_validate_json((await runs.get(KEY)).value or b"")
+            checkpoint = RunCheckpoint.model_validate_json((await runs.get(KEY)).value or b"")
             events = await read_events(await jetstream(client.broker), "paused")
         first_alive = first.poll() is None
         second_resumed = '"run_resumed"' in fleet.log(second)

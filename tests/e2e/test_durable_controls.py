@@ -41,6 +41,12 @@ TIMINGS = {
 }
 
 
+def _plan_script(directory: Path, name: str, turns: list[dict[str, object]]) -> str:
+    """A script in the configuration's folder, named as a plan must name it: relatively."""
+    write_script(directory, name, turns)
+    return f"scripted:{name}"
+
+
 def _pauses(seconds: float, count: int) -> list[dict[str, object]]:
     """A script of `count` pauses (arguments differ, so no loop is detected), then an answer."""
     turns: list[dict[str, object]] = [
@@ -141,7 +147,7 @@ async def test_cancel_from_the_cli_stops_running_and_pending_sub_tasks(
 ) -> None:
     """`hivebus cancel` ends the task cancelled in seconds; pending sub-tasks never start."""
     config = _roles(tmp_path)
-    long = write_script(tmp_path, "long.yaml", _pauses(0.5, 8))
+    long = _plan_script(tmp_path, "long.yaml", _pauses(0.5, 8))
     roots = [{"id": f"r{i}", "model": long} for i in range(2)]
     pending = [{"id": f"d{i}", "depends_on": ["r0", "r1"]} for i in range(3)]
     body = _plan("cancel-1", 60, roots + pending)
@@ -193,8 +199,8 @@ async def test_deadline_ends_the_task_timeout_with_what_completed(
 ) -> None:
     """At its deadline a task ends `timeout`, degraded, with the outputs that completed."""
     config = _roles(tmp_path, max_wall_s=3)
-    medium = write_script(tmp_path, "medium.yaml", _pauses(0.4, 3))
-    long = write_script(tmp_path, "long.yaml", _pauses(0.5, 12))
+    medium = _plan_script(tmp_path, "medium.yaml", _pauses(0.4, 3))
+    long = _plan_script(tmp_path, "long.yaml", _pauses(0.5, 12))
     body = _plan(
         "deadline-1",
         3,
@@ -238,8 +244,8 @@ async def test_deadline_fires_while_the_orchestrator_is_down(
 ) -> None:
     """A deadline that falls due while no orchestrator runs still ends the task `timeout`."""
     config = _roles(tmp_path, max_wall_s=4)
-    medium = write_script(tmp_path, "medium.yaml", _pauses(0.3, 2))
-    long = write_script(tmp_path, "long.yaml", _pauses(0.5, 12))
+    medium = _plan_script(tmp_path, "medium.yaml", _pauses(0.3, 2))
+    long = _plan_script(tmp_path, "long.yaml", _pauses(0.5, 12))
     body = _plan(
         "durable-1",
         4,
@@ -337,7 +343,7 @@ def _up(config: Path, data_dir: Path, log: Path) -> tuple[_Proc, str]:
 def test_a_task_survives_restarting_up_on_the_same_data_dir(tmp_path: Path) -> None:
     """SIGINT to `hivebus up` mid-task, then `up --data-dir` again: the same task finishes."""
     config = _roles(tmp_path)
-    long = write_script(tmp_path, "long.yaml", _pauses(0.3, 4))
+    long = _plan_script(tmp_path, "long.yaml", _pauses(0.3, 4))
     body = _plan(
         "up-restart",
         120,

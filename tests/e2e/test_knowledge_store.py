@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from faststream.nats import NatsBroker
+from hivetest import provision_bus
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
-from hivebus.console.stack import provision_all
-from hivebus.contracts import subjects
+from hivebus.contracts import NoteCommitted, subjects
 from hivebus.contracts.knowledge import NoteWrite, NoteWriteResult
-from hivebus.core import Settings, jetstream, new_broker
+from hivebus.core import EventSink, Publisher, Settings, jetstream, new_broker
 from hivebus.core.knowledge_client import KnowledgeClient
 from hivebus.knowledge.repo import GitRepo
-from hivebus.knowledge.service import build_knowledge_broker
+from hivebus.knowledge.service import SERVICE_CONTEXT, KnowledgeService, start_knowledge
+from hivebus.knowledge.store import KnowledgeStore
 
 pytestmark = pytest.mark.e2e
 
 AGENTS = 8
 WRITES_EACH = 25
 SHARED_NOTES = ["shared/plan.md", "shared/risks.md"]
+WAIT_S = 15.0
+"""Bound on every wait for the service in the recovery tests."""
 
 
 async def _agent(client: KnowledgeClient, agent: int, rng: random.Random) -> list[NoteWriteResult]:
@@ -48,23 +58,97 @@ async def _agent(client: KnowledgeClient, agent: int, rng: random.Random) -> lis
     return results
 
 
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[NatsBroker]:
+    """A provisioned server and a connected client broker (the test's own, not the service's)."""
+    url = settings.nats_url or ""
+    await provision_bus(url, settings)
+    broker = new_broker(url, "test-client", settings)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def _results(broker: NatsBroker) -> KeyValue:
+    return await (await jetstream(broker)).key_value(subjects.KNOWLEDGE_BUCKET)
+
+
+async def _stored_result(results: KeyValue, write_id: str) -> NoteWriteResult:
+    """The stored result of a write, waited for (bounded by `WAIT_S`)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            try:
+                entry = await results.get(subjects.knowledge_result_key(write_id))
+            except KeyNotFoundError:
+                await asyncio.sleep(0.05)
+                continue
+            return NoteWriteResult.model_validate_json(entry.value or b"{}")
+
+
+async def _writer_idle(js: JetStreamContext) -> None:
+    """Wait until the writer's consumer holds no write, pending or unacknowledged."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            info = await js.consumer_info(
+                subjects.KNOWLEDGE_STREAM, subjects.KNOWLEDGE_WRITER_CONSUMER
+            )
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _announcements(js: JetStreamContext, task_id: str) -> list[NoteCommitted]:
+    """Every `note_committed` event of a task stored in EVENTS so far, oldest first."""
+    subject = subjects.event(task_id, subjects.EventKind.NOTE_COMMITTED)
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    events: list[NoteCommitted] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=WAIT_S if not events else 1.0)
+            except NatsTimeoutError:
+                return events
+            events.append(NoteCommitted.model_validate_json(msg.data))
+            if msg.metadata.num_pending == 0:
+                return events
+    finally:
+        await sub.unsubscribe()
+
+
+async def _first_announcement(js: JetStreamContext, task_id: str) -> NoteCommitted:
+    """The first `note_committed` event of a task, waited for (bounded by `WAIT_S`)."""
+    subject = subjects.event(task_id, subjects.EventKind.NOTE_COMMITTED)
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        msg = await sub.next_msg(timeout=WAIT_S)
+    finally:
+        await sub.unsubscribe()
+    return NoteCommitted.model_validate_json(msg.data)
+
+
+def _note(task_id: str, body: str = "Bees love clover.") -> NoteWrite:
+    return NoteWrite(
+        task_id=task_id,
+        subtask_id="s1",
+        run_id="run1",
+        role="researcher",
+        path=f"tasks/{task_id}/bees.md",
+        body=body,
+    )
+
+
 async def test_eight_agents_writing_concurrently_lose_nothing(
-    tmp_path: Path, settings: Settings
+    tmp_path: Path, settings: Settings, bus: NatsBroker
 ) -> None:
     """8 agents x 25 writes: each accepted write is one commit, conflicts are reported.
 
     The repository stays consistent (git fsck) and no lock file is left.
     """
-    url = settings.nats_url or ""
-    await provision_all(url, settings, [])
-    broker, service = build_knowledge_broker(settings, tmp_path / "kb", url)
-    await service.prepare()
-    await broker.start()
-    client_broker = new_broker(url, "test-agents")
+    knowledge = await start_knowledge(settings, tmp_path / "kb", settings.nats_url or "")
     try:
-        await client_broker.start()
-        kv = await (await jetstream(client_broker)).key_value(subjects.KNOWLEDGE_BUCKET)
-        client = KnowledgeClient(client_broker, kv)
+        client = KnowledgeClient(bus, await _results(bus), Publisher(bus, 5.0))
         rng = random.Random(7)
         async with asyncio.timeout(120):
             per_agent = await asyncio.gather(
@@ -88,8 +172,77 @@ async def test_eight_agents_writing_concurrently_lose_nothing(
         hits = await client.search("agent write")
         assert hits.hits
     finally:
-        await client_broker.stop()
+        await knowledge.stop()
+
+
+async def test_a_commit_made_before_a_crash_is_announced_on_redelivery(
+    tmp_path: Path, settings: Settings, bus: NatsBroker
+) -> None:
+    """A write committed before a crash, then delivered again, is announced with its commit.
+
+    As if the service died between the commit and the announcement; nothing is committed twice.
+    """
+    root = tmp_path / "kb"
+    write = _note("t-crash")
+    before_crash = await asyncio.to_thread(KnowledgeStore(root).apply, write)
+    assert before_crash.status == "committed"
+    knowledge = await start_knowledge(settings, root, settings.nats_url or "")
+    try:
+        js = await jetstream(bus)
+        await Publisher(bus, 5.0).publish(write)  # the redelivery of the same write
+        announced = await _first_announcement(js, "t-crash")
+        result = await _stored_result(await _results(bus), write.write_id)
+    finally:
+        await knowledge.stop()
+    assert (announced.write_id, announced.commit) == (write.write_id, before_crash.commit)
+    assert announced.path == "tasks/t-crash/bees.md"
+    assert (result.status, result.commit) == ("committed", before_crash.commit)
+    assert len(GitRepo(root).log("tasks/t-crash/bees.md")) == 1
+
+
+class LosesFirstAnnouncement:
+    """A publisher whose first publish fails (as if the bus dropped it); then it passes."""
+
+    def __init__(self, inner: EventSink) -> None:
+        """Wrap the service's real publisher."""
+        self.inner = inner
+        self.attempts: list[BaseModel] = []
+
+    async def publish(self, message: BaseModel) -> None:
+        """Fail the first call with a retryable error, forward every later one."""
+        self.attempts.append(message)
+        if len(self.attempts) == 1:
+            raise ConnectionError("injected: the first announcement never reached the bus")
+        await self.inner.publish(message)
+
+
+async def test_a_failed_announcement_is_retried_before_the_result_is_stored(
+    tmp_path: Path, settings: Settings, bus: NatsBroker
+) -> None:
+    """A failed announcement is retried on redelivery: announced once, then the result stored.
+
+    The note is committed once, and the failing publisher was called exactly twice.
+    """
+    fast = settings.model_copy(update={"nak_delay_s": 0.2})
+    root = tmp_path / "kb"
+    broker = await start_knowledge(fast, root, settings.nats_url or "")
+    try:
+        service = broker.context.get(SERVICE_CONTEXT)
+        assert isinstance(service, KnowledgeService)
+        flaky = LosesFirstAnnouncement(service.publisher)
+        service.publisher = flaky
+        write = _note("t-flaky")
+        js = await jetstream(bus)
+        await Publisher(bus, 5.0).publish(write)
+        result = await _stored_result(await _results(bus), write.write_id)
+        await _writer_idle(js)
+        announced = await _announcements(js, "t-flaky")
+    finally:
         await broker.stop()
+    assert len(flaky.attempts) == 2
+    assert result.status == "committed"
+    assert [(a.write_id, a.commit) for a in announced] == [(write.write_id, result.commit)]
+    assert len(GitRepo(root).log("tasks/t-flaky/bees.md")) == 1
 
 
 async def test_agents_share_notes_through_the_tools(tmp_path: Path, settings: Settings) -> None:

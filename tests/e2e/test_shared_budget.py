@@ -95,7 +95,8 @@ def _plan(tmp_path: Path, task_id: str, delays: tuple[float, ...]) -> dict[str, 
             "id": f"part-{i}",
             "role": "research",
             "prompt": f"Research part {i}.",
-            "model": _script(tmp_path, f"part-{i}.yaml", delay_s),
+            # a plan names scripts relative to the configuration's folder (tmp_path)
+            "model": "scripted:" + Path(_script(tmp_path, f"part-{i}.yaml", delay_s)).name,
             "output_schema": SCHEMA,
         }
         for i, delay_s in enumerate(delays, start=1)

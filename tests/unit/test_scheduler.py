@@ -1,4 +1,4 @@
-"""The scheduler on an in-memory store and a fake outbox: order, failures, crashes, cost."""
+"""The scheduler on an in-memory store and a fake event sink: order, failures, crashes, cost."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from hivebus.contracts import (
     DeadLetter,
@@ -26,11 +27,26 @@ from hivebus.contracts import (
 from hivebus.contracts.knowledge import NoteWrite
 from hivebus.core import HivebusConfig
 from hivebus.orchestrator import Graph, MemoryStore, Scheduler
+from hivebus.orchestrator.handover import HandoverNotReadyError
 
 S = SubTaskStatus
 TASK = "t1"
 RUN_USAGE = Usage(input_tokens=100, output_tokens=20, cost_usd=0.01, steps=2, tool_calls=1)
 START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class FakeNotes:
+    """The knowledge store's answer to "is this note committed?": yes, unless a test says."""
+
+    def __init__(self) -> None:
+        """Every note is committed until `pending` names it."""
+        self.pending: set[str] = set()
+        self.asked: list[str] = []
+
+    async def committed(self, write_id: str) -> bool | None:
+        """None (not yet) for a pending write, else True."""
+        self.asked.append(write_id)
+        return None if write_id in self.pending else True
 
 
 class OutboxDownError(RuntimeError):
@@ -39,6 +55,18 @@ class OutboxDownError(RuntimeError):
 
 class FakeOutbox:
     """Collects what the scheduler publishes; can fail the N-th dispatch like a broken bus."""
+
+    async def publish(self, message: BaseModel) -> None:
+        """Take one message, as the bus would, and keep it by kind."""
+        keep: dict[type[BaseModel], Callable[[Any], Awaitable[None]]] = {
+            DeadlineReached: self.schedule_deadline,
+            DeadLetter: self.dead_letter,
+            NoteWrite: self.note,
+            SubTaskAssigned: self.dispatch,
+            TaskRejected: self.rejected,
+            TaskFinished: self.finished,
+        }
+        await keep[type(message)](message)
 
     def __init__(self, fail_on: int | None = None, *, after_publish: bool = False) -> None:
         """Fail dispatch call number `fail_on`, before or after the message is stored."""
@@ -148,7 +176,8 @@ class Hive:
         self.store = MemoryStore()
         self.outbox = outbox or FakeOutbox()
         self.clock = FakeClock()
-        self.scheduler = Scheduler(self.store, self.outbox, config, clock=self.clock)
+        self.notes = FakeNotes()
+        self.scheduler = Scheduler(self.store, self.outbox, config, self.notes, clock=self.clock)
         self.ran: list[tuple[str, int]] = []
 
     async def deliver(self, handle: Callable[[], Awaitable[None]], attempts: int = 5) -> None:
@@ -693,3 +722,21 @@ async def test_a_large_output_is_handed_over_as_a_note_reference(hive: Hive) -> 
     [dependency] = user.dependencies
     assert dependency.note == note.path
     assert len(str(dependency.output)) < 600
+
+
+async def test_a_dependent_waits_until_its_dependency_note_is_readable(hive: Hive) -> None:
+    """No dependent is handed a note reference before the knowledge store committed the note."""
+    await hive.submit(plan(node("big"), node("user", ["big"])))
+    [first] = hive.outbox.dispatched
+    event = hive.result("big", attempt=first.attempt).model_copy(update={"output": "y" * 9000})
+    await hive.start("big", first.attempt, first.task_id)
+    hive.notes.pending.add(f"{TASK}-big-output")
+    with pytest.raises(HandoverNotReadyError):
+        await hive.scheduler.finished(event)
+    assert [a.subtask_id for a in hive.outbox.dispatched] == ["big"]
+    assert HandoverNotReadyError("x").retryable  # the settler naks: the event comes again
+    hive.notes.pending.clear()
+    await hive.finish(event)  # the redelivery, once the note is committed
+    user = next(a for a in hive.outbox.dispatched if a.subtask_id == "user")
+    assert user.dependencies[0].note is not None
+    assert len(hive.outbox.notes) >= 1

@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from hivebus.contracts import Limits, TaskBudget, TaskSubmitted, is_identifier
-from hivebus.core import HivebusConfig
+from hivebus.core import HivebusConfig, parse_config
 from hivebus.orchestrator import find_cycle, validate_submission
 
 
@@ -533,3 +534,49 @@ def test_budget_defaults_are_used_without_budget(hive_config: HivebusConfig) -> 
     assert Limits().max_tokens <= TaskBudget().max_tokens
     assert Limits().max_wall_s <= TaskBudget().deadline_s
     assert validate_submission(submission(node("a")), hive_config)[1] == []
+
+
+def _scripted_config(base: Path) -> HivebusConfig:
+    return parse_config(
+        {
+            "roles": {
+                "writer": {
+                    "system": "s",
+                    "model": "scripted:w.yaml",
+                    "allow_models": ["scripted:*"],
+                }
+            }
+        },
+        base,
+    )
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "scripted:/etc/passwd",
+        "scripted:../../x.yaml",
+        "scripted:scripts/../../outside.yaml",
+        "scripted:",
+    ],
+)
+def test_a_plan_cannot_point_a_scripted_model_outside_the_configuration(
+    route: str, tmp_path: Path
+) -> None:
+    """A client's plan may not make an agent open a file outside the configuration's folder."""
+    config = _scripted_config(tmp_path / "conf")
+    one_error(submission(node("a", model=route)), config, r"scripted model")
+
+
+def test_a_symbolic_link_out_of_the_configuration_is_refused(tmp_path: Path) -> None:
+    """A relative name whose link leads out of the configuration's folder is rejected too."""
+    base = tmp_path / "conf"
+    base.mkdir()
+    (tmp_path / "secret.yaml").write_text("- text: leaked\n", encoding="utf-8")
+    (base / "inside.yaml").symlink_to(tmp_path / "secret.yaml")
+    config = _scripted_config(base)
+    one_error(submission(node("a", model="scripted:inside.yaml")), config, "resolves outside")
+    (base / "mine.yaml").write_text("- text: ok\n", encoding="utf-8")
+    result, errors = validate_submission(submission(node("a", model="scripted:mine.yaml")), config)
+    assert errors == []
+    assert result is not None

@@ -1,4 +1,8 @@
-"""Fakes the agent runtime tests own: a clock, a sleep that moves it, an event sink, a model."""
+"""Fakes the agent runtime tests own: a sleep, an event sink, a model computed by a function.
+
+`FakeClock` lives in `hivetest` (other suites use it too); it is re-exported here, and
+`FakeSleep` advances it instead of waiting.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from hivetest import FakeClock
+from pydantic import BaseModel
 
 from hivebus.agent.models.base import ModelRequest, ModelResponse, TurnUsage
-from hivebus.contracts import BreakerChanged, BudgetWarning, StepRecorded
+from hivebus.contracts import StepRecorded
 
 __all__ = ["FakeClock"]  # re-exported: agent tests import it from here
 
@@ -29,24 +34,19 @@ class FakeSleep:
 
 
 class CollectingSink:
-    """Keeps every event a run reports: steps, and budget warnings and breaker changes."""
+    """An `EventSink` that keeps what is published: steps in `events`, the rest in `side`."""
 
     def __init__(self) -> None:
         """Start with no events."""
         self.events: list[StepRecorded] = []
-        self.side: list[BudgetWarning | BreakerChanged] = []
+        self.side: list[BaseModel] = []
 
-    async def step(self, event: StepRecorded) -> None:
-        """Record one step."""
-        self.events.append(event)
-
-    async def budget_warning(self, event: BudgetWarning) -> None:
-        """Record a budget warning."""
-        self.side.append(event)
-
-    async def breaker_changed(self, event: BreakerChanged) -> None:
-        """Record a breaker change."""
-        self.side.append(event)
+    async def publish(self, message: BaseModel) -> None:
+        """Keep one message."""
+        if isinstance(message, StepRecorded):
+            self.events.append(message)
+        else:
+            self.side.append(message)
 
 
 Respond = Callable[[ModelRequest], Awaitable[ModelResponse]]

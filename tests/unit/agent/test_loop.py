@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from hivebus.agent.errors import ModelError
-from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, parse_output
+from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run, parse_output
 from hivebus.agent.modelcall import ModelCaller
 from hivebus.agent.models.base import Model, ModelRequest, ModelResponse, ToolCall, TurnUsage
 from hivebus.agent.models.scripted import ScriptedModel, parse_script
@@ -20,8 +21,6 @@ from hivebus.agent.tool import Tool, ToolContext, tool
 from hivebus.agent.toolbox import Toolbox
 from hivebus.agent.toolstep import ToolRunner
 from hivebus.contracts import (
-    BreakerChanged,
-    BudgetWarning,
     DependencyOutput,
     Limits,
     StepRecorded,
@@ -65,24 +64,16 @@ def remember(note: str, context: ToolContext) -> str:
 
 
 class BrokenSink:
-    """A sink whose bus is down: every report fails."""
+    """A sink whose bus is down: every publish fails."""
 
     def __init__(self) -> None:
         """Count the attempts."""
         self.attempts = 0
 
-    async def step(self, event: StepRecorded) -> None:
-        """Fail to record the step."""
+    async def publish(self, message: BaseModel) -> None:
+        """Fail to publish the message."""
         self.attempts += 1
-        raise ConnectionError(f"bus down, step {event.step} lost")
-
-    async def budget_warning(self, event: BudgetWarning) -> None:
-        """Fail to record it."""
-        raise ConnectionError(f"bus down, {event.kind} lost")
-
-    async def breaker_changed(self, event: BreakerChanged) -> None:
-        """Fail to record it."""
-        raise ConnectionError(f"bus down, {event.kind} lost")
+        raise ConnectionError(f"bus down, {type(message).__name__} lost")
 
 
 def scripted(data: list[Any]) -> ScriptedModel:
@@ -165,7 +156,6 @@ def make_context(
         workspace=workspace,
         clock=clock,
         events=sink,
-        run_id=RUN_ID,
     )
 
 
@@ -190,7 +180,8 @@ async def run_agent(
         clock=clock or FakeClock(),
         sink=sink,
     )
-    outcome = await AgentLoop(assignment(limits, output_schema, **extra), ctx).run()
+    task = assignment(limits, output_schema, **extra)
+    outcome = await AgentLoop(task, ctx, new_run(task, RUN_ID)).run()
     finished = Finished(outcome=outcome, steps=sink.events)
     assert_well_formed(finished)
     return finished
@@ -512,7 +503,8 @@ async def test_a_failing_step_sink_does_not_kill_the_run(workspace: Path) -> Non
         clock=FakeClock(),
         sink=sink,
     )
-    outcome = await AgentLoop(assignment(), ctx).run()
+    task = assignment()
+    outcome = await AgentLoop(task, ctx, new_run(task, RUN_ID)).run()
     assert outcome.status is SubTaskStatus.COMPLETED
     assert sink.attempts == 3
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from structlog.testing import capture_logs
 
+from hivebus.agent.breakers import BreakerEvents, serving
 from hivebus.agent.errors import ModelError, ToolFailure
-from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome
+from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run
 from hivebus.agent.modelcall import BudgetGate, BudgetRefusedError, ModelCaller, ModelStep
 from hivebus.agent.models.base import (
     Message,
@@ -49,7 +51,7 @@ from hivebus.contracts import (
     ToolErrorKind,
     ToolResult,
 )
-from hivebus.core import Clock, Price, SystemClock
+from hivebus.core import Clock, EventSink, Price, SystemClock
 from hivebus.core.budget import BudgetLedger, MemoryLedgerStore
 from hivebus.core.reliability import BreakerPolicy, BreakerRegistry, BreakerState, RetryPolicy
 
@@ -157,21 +159,24 @@ class Rig:
     validators: Sequence[OutputValidator] = ()
     output_retries: int = 2
     clock: Clock = field(default_factory=FakeClock)
+    price: Price = field(default_factory=lambda: FREE)
 
     async def run(self, *models: Model) -> Run:
         """Run the sub-task with `models` as the fallback chain, primary first."""
         sleep = FakeSleep(self.clock) if isinstance(self.clock, FakeClock) else None
-        breakers = BreakerRegistry(self.breaker, self.clock)
         sink = CollectingSink()
+        breaker_events = BreakerEvents(sink)
+        breakers = BreakerRegistry(self.breaker, self.clock, breaker_events.changed)
         ctx = RunContext(
             system="You are a test agent.",
             caller=ModelCaller(
                 list(models),
                 breakers=breakers,
                 retry=self.retry,
-                price_for=lambda _route: FREE,
+                price_for=lambda _route: self.price,
                 sleep=sleep or asyncio.sleep,
                 budget=self.budget,
+                events=sink,
             ),
             tools=ToolRunner(
                 Toolbox(self.tools, self.tiers),
@@ -182,11 +187,13 @@ class Rig:
             workspace=self.workspace,
             clock=self.clock,
             events=sink,
-            run_id="run1",
             validators=list(self.validators),
             output_retries=self.output_retries,
         )
-        outcome = await AgentLoop(assignment(self.limits, self.output_schema), ctx).run()
+        task = assignment(self.limits, self.output_schema)
+        with serving(task.task_id, task.subtask_id):
+            outcome = await AgentLoop(task, ctx, new_run(task, "run1")).run()
+        await breaker_events.drain()
         assert [step.step for step in sink.events] == list(range(1, outcome.usage.steps + 1))
         return Run(outcome=outcome, sink=sink, sleep=sleep, breakers=breakers)
 
@@ -278,7 +285,10 @@ async def test_a_tool_that_always_times_out_is_switched_off_by_its_breaker(rig: 
     assert "switched off" in switched_off.message
     assert switched_off.suggestion
     assert run.breaker_changes() == [("tool:hang", "closed", "open")]
-    assert run.of_kind("tool")[2].notes == ["breaker tool:hang: closed -> open"]
+    [opened] = run.sink.side
+    assert isinstance(opened, BreakerChanged)
+    assert (opened.task_id, opened.subtask_id) == ("task-1", "sub-1")
+    assert all(step.notes == [] for step in run.of_kind("tool"))  # changes are events, not notes
     assert run.sleep is not None
     assert run.sleep.delays == []  # a timeout is the tool's answer, not a transient error
 
@@ -549,7 +559,7 @@ async def test_a_failing_model_opens_its_breaker_and_the_fallback_answers(rig: R
     model_steps = run.of_kind("model")
     assert [step.name for step in model_steps] == [FALLBACK] * 3
     assert [record.target for record in model_steps[0].retries] == [PRIMARY]
-    assert f"breaker model:{PRIMARY}: closed -> open" in model_steps[1].notes
+    assert model_steps[1].notes == [f"{PRIMARY} failed: {PRIMARY}: 500 internal server error"]
     assert any(
         note.startswith(f"{PRIMARY}: circuit open") and note.endswith("skipped")
         for note in model_steps[2].notes
@@ -740,8 +750,53 @@ async def test_the_task_budget_refuses_the_next_call(rig: Rig) -> None:
     assert (ledger.used_tokens, ledger.reserved_tokens) == (240, 0)
 
 
+async def test_the_cost_of_a_call_counts_the_same_in_the_ledger_and_the_usage(rig: Rig) -> None:
+    """One cost per call, from the price table: what the ledger charged is what usage says."""
+    heavy = {"usage": {"input_tokens": 1000, "output_tokens": 200}}
+    store = MemoryLedgerStore()
+    rig.budget = BudgetGate(
+        BudgetLedger(store), "task-1", TaskBudget(max_tokens=100_000, max_cost_usd=10.0)
+    )
+    rig.price = Price(input_per_mtok=3.0, output_per_mtok=15.0)
+    run = await rig.run(scripted([{**turn, **heavy} for turn in lookups("a")]))
+
+    assert run.outcome.status is SubTaskStatus.COMPLETED
+    per_call = rig.price.cost(1000, 200)
+    assert run.outcome.usage.cost_usd == pytest.approx(2 * per_call)
+    assert store.states["task-1"].used_cost_usd == pytest.approx(run.outcome.usage.cost_usd)
+    assert [step.usage.cost_usd for step in run.of_kind("model")] == [pytest.approx(per_call)] * 2
+
+
+class WarningLostSink(CollectingSink):
+    """A sink that cannot deliver the budget warning (the bus drops it)."""
+
+    async def publish(self, message: BaseModel) -> None:
+        """Fail on the budget warning, keep everything else."""
+        if isinstance(message, BudgetWarning):
+            raise ConnectionError("bus down, budget warning lost")
+        await super().publish(message)
+
+
+async def test_a_budget_warning_that_cannot_be_published_does_not_end_the_call() -> None:
+    """A settle crossing 80% publishes the warning; if that fails it is logged, the call answers."""
+    ledger = BudgetLedger(MemoryLedgerStore())
+    budget = TaskBudget(max_tokens=130, max_cost_usd=1.0)  # one call of 120 tokens is past 80%
+    caller = metered_caller(ledger, budget, FakeSleep(FakeClock()), events=WarningLostSink())
+    with capture_logs() as logs:
+        response = await caller.call(HELLO, lambda: 300.0, ModelStep())
+
+    assert response.text == "done"
+    assert [line["event"] for line in logs if "budget" in line["event"]] == [
+        "budget_warning",
+        "budget_warning_lost",
+    ]
+
+
 def metered_caller(
-    ledger: BudgetLedger, budget: TaskBudget, sleep: Callable[[float], Awaitable[None]]
+    ledger: BudgetLedger,
+    budget: TaskBudget,
+    sleep: Callable[[float], Awaitable[None]],
+    events: EventSink | None = None,
 ) -> ModelCaller:
     """A caller around one scripted model that answers with, and reserves, 120 tokens."""
     usage = {"input_tokens": 100, "output_tokens": 20}
@@ -753,6 +808,7 @@ def metered_caller(
         price_for=lambda _route: FREE,
         sleep=sleep,
         budget=BudgetGate(ledger, "task-1", budget),
+        events=events,
     )
 
 

@@ -84,8 +84,14 @@ def test_parse_script_without_repeat_does_not_repeat() -> None:
         ({"text": "hi"}, "must be a non-empty YAML list"),
         ("text: hi", "must be a non-empty YAML list"),
         ([{"then": "repeat"}], "`then: repeat` needs a turn before it"),
-        ([{"text": "a", "tool": "lookup"}], "turn 1: Value error, each turn needs exactly one"),
-        ([{"text": "a"}, {"args": {"k": 1}}], "turn 2: Value error, each turn needs exactly one"),
+        (
+            [{"text": "a", "tool": "lookup"}],
+            "turn 1: entry: Value error, each turn needs exactly one",
+        ),
+        (
+            [{"text": "a"}, {"args": {"k": 1}}],
+            "turn 2: entry: Value error, each turn needs exactly one",
+        ),
         ([{"text": "a"}, {"then": "repeat"}, {"text": "b"}], "turn 2:"),
         ([{"text": "a"}, {"then": "again"}], "turn 2:"),
         ([{"txt": "a"}], "turn 1:"),

@@ -368,6 +368,72 @@ async def test_sync_tool_past_its_timeout_is_a_timeout(tool_context: ToolContext
     assert "0.05s" in result.error.message
 
 
+async def test_stuck_sync_tools_are_bounded_and_new_sync_calls_refused_at_once(
+    tool_context: ToolContext,
+) -> None:
+    """Stuck sync-tool threads are counted; at the bound new sync calls get `transient` at once."""
+    release = threading.Event()
+    started: list[int] = []
+
+    @tool(tier="read", timeout_s=0.05)
+    def stuck(n: int) -> str:
+        """Block until released."""
+        started.append(n)
+        release.wait(timeout=30)
+        return f"late {n}"
+
+    box = Toolbox([stuck], ALL_TIERS, max_abandoned_threads=2)
+    try:
+        for n in (1, 2):
+            timed_out = await box.call("stuck", {"n": n}, tool_context)
+            assert timed_out.error is not None
+            assert timed_out.error.kind is ToolErrorKind.TIMEOUT
+        assert box.abandoned_threads == 2
+
+        refused = await box.call("stuck", {"n": 3}, tool_context)
+        assert refused.error is not None
+        assert refused.error.kind is ToolErrorKind.TRANSIENT
+        assert refused.error.message.startswith("too many tool threads are stuck (2 of at most 2")
+        assert refused.error.suggestion
+        assert started == [1, 2]  # refused without taking a thread
+    finally:
+        release.set()
+
+    for _ in range(500):  # the threads return once released: at most 5 s
+        if box.abandoned_threads == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert box.abandoned_threads == 0
+    answered = await box.call("stuck", {"n": 4}, tool_context)
+    assert answered.data == "late 4"
+
+
+async def test_async_tools_are_not_refused_when_sync_threads_are_stuck(
+    tool_context: ToolContext,
+) -> None:
+    """The stuck-thread bound only refuses sync tools: an async tool needs no thread."""
+    release = threading.Event()
+
+    @tool(tier="read", timeout_s=0.05)
+    def stuck() -> str:
+        """Block until released."""
+        release.wait(timeout=30)
+        return "late"
+
+    @tool(tier="read", timeout_s=5.0)
+    async def quick() -> str:
+        """Answer at once."""
+        return "quick"
+
+    box = Toolbox([stuck, quick], ALL_TIERS, max_abandoned_threads=1)
+    try:
+        await box.call("stuck", {}, tool_context)
+        assert box.abandoned_threads == 1
+        assert (await box.call("quick", {}, tool_context)).data == "quick"
+    finally:
+        release.set()
+
+
 async def test_async_tool_past_its_timeout_is_a_timeout(tool_context: ToolContext) -> None:
     """An async tool that never finishes is cancelled at its timeout and returns `timeout`."""
     cancelled = asyncio.Event()

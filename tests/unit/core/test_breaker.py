@@ -8,8 +8,6 @@ half_open ──(trial fails)──▶ open (the pause starts again)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from hivetest import FakeClock
 from hypothesis import HealthCheck, settings
@@ -27,6 +25,7 @@ from hivebus.core.reliability import (
     BreakerRegistry,
     BreakerState,
     CircuitBreaker,
+    Permit,
 )
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -35,20 +34,13 @@ NAME = "model:test"
 Change = tuple[str, BreakerState, BreakerState]
 
 
-@dataclass(eq=False)
-class Call:
-    """A call the breaker let through that has not reported back yet."""
-
-    trial: bool
-
-
 class BreakerMachine(RuleBasedStateMachine):
     """Calls go through one breaker, several at once (runs share a process's breakers).
 
     Next to the breaker runs a reference model of the documented rules; every rule checks the
     breaker against it, and that the listener heard exactly the state changes that happened.
-    A non-trial call releasing while a trial is in flight is left out: that is a known bug,
-    pinned by `test_a_released_non_trial_call_does_not_let_a_second_trial_through`.
+    Any call in flight may settle at any time, a non-trial call released during a half-open
+    trial included: only the trial's own permit makes way for the next trial.
     """
 
     def __init__(self) -> None:
@@ -58,12 +50,12 @@ class BreakerMachine(RuleBasedStateMachine):
         self.heard: list[Change] = []
         self.policy = BreakerPolicy()
         self.breaker = CircuitBreaker(NAME, self.policy, self.clock, self._listen)
-        self.in_flight: list[Call] = []
+        self.in_flight: list[Permit] = []
         # the reference model
         self.state = CLOSED
         self.failures = 0
         self.opened_at = 0.0
-        self.trial: Call | None = None  # the trial of the current half-open spell, in flight
+        self.trial: Permit | None = None  # the trial of the current half-open spell, in flight
 
     def _listen(self, name: str, old: BreakerState, new: BreakerState) -> None:
         self.heard.append((name, old, new))
@@ -83,22 +75,18 @@ class BreakerMachine(RuleBasedStateMachine):
         expected = [(NAME, before, self.state)] if before is not self.state else []
         assert self.heard[heard_before:] == expected
 
-    def _take(self, calls: list[Call], pick: int) -> Call:
-        call = calls[pick % len(calls)]
+    def _take(self, pick: int) -> Permit:
+        call = self.in_flight[pick % len(self.in_flight)]
         self.in_flight.remove(call)
         return call
-
-    def _releasable(self) -> list[Call]:
-        if self.state is HALF_OPEN and self.trial is not None:
-            return [self.trial]
-        return self.in_flight
 
     @rule()
     def allow(self) -> None:
         """Ask to call: open refuses until the pause is over, then one trial goes through."""
         before, heard = self.state, len(self.heard)
         elapsed = self.clock.monotonic() - self.opened_at
-        allowed = self.breaker.allow()
+        permit = self.breaker.allow()
+        allowed = permit is not None
         if self.state is OPEN:
             if elapsed < self.policy.reset_after_s:
                 assert not allowed, "an open breaker let a call through before its pause ended"
@@ -109,21 +97,23 @@ class BreakerMachine(RuleBasedStateMachine):
             if self.trial is not None:
                 assert not allowed, "a second trial went through while one was in flight"
             else:
-                assert allowed, "a half-open breaker with no trial in flight refused the trial"
-                self.trial = Call(trial=True)
-                self.in_flight.append(self.trial)
+                assert permit is not None, "a half-open breaker refused the trial"
+                assert permit.trial
+                self.trial = permit
+                self.in_flight.append(permit)
         else:
-            assert allowed, "a closed breaker refused a call"
-            self.in_flight.append(Call(trial=False))
+            assert permit is not None, "a closed breaker refused a call"
+            assert not permit.trial
+            self.in_flight.append(permit)
         self._moved(before, heard)
 
     @precondition(lambda self: self.in_flight)
     @rule(pick=st.integers(min_value=0))
     def succeed(self, pick: int) -> None:
         """A call succeeds: the breaker closes, whatever state it was in."""
-        self._take(self.in_flight, pick)
+        call = self._take(pick)
         before, heard = self.state, len(self.heard)
-        self.breaker.record_success()
+        call.success()
         self.state, self.failures, self.trial = CLOSED, 0, None
         self._moved(before, heard)
 
@@ -131,21 +121,21 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(min_value=0))
     def fail(self, pick: int) -> None:
         """A call fails: a failed trial reopens, and so do `failure_threshold` in a row."""
-        self._take(self.in_flight, pick)
+        call = self._take(pick)
         before, heard = self.state, len(self.heard)
-        self.breaker.record_failure()
+        call.failure()
         self.failures += 1
         if self.state is not CLOSED or self.failures >= self.policy.failure_threshold:
             self.state, self.opened_at, self.trial = OPEN, self.clock.monotonic(), None
         self._moved(before, heard)
 
-    @precondition(lambda self: self._releasable())
+    @precondition(lambda self: self.in_flight)
     @rule(pick=st.integers(min_value=0))
     def release(self, pick: int) -> None:
-        """A call says nothing about health (a 4xx); a released trial makes way for the next."""
-        call = self._take(self._releasable(), pick)
+        """A call says nothing about health (a 4xx); only the trial makes way for the next."""
+        call = self._take(pick)
         before, heard = self.state, len(self.heard)
-        self.breaker.release(trial=call is self.trial)
+        call.release()
         if call is self.trial:
             self.trial = None
         self._moved(before, heard)
@@ -186,11 +176,20 @@ test_breaker_follows_its_state_machine = BreakerMachine.TestCase
 def test_threshold_failures_in_a_row_open_and_a_success_resets_the_count() -> None:
     """Failures open the breaker only when `failure_threshold` come without a success between."""
     breaker = CircuitBreaker(NAME, BreakerPolicy(failure_threshold=2), FakeClock())
-    breaker.record_failure()
-    breaker.record_success()
-    breaker.record_failure()
+
+    def call(ok: bool) -> None:  # noqa: FBT001 - a test helper
+        permit = breaker.allow()
+        assert permit is not None
+        if ok:
+            permit.success()
+        else:
+            permit.failure()
+
+    call(ok=False)
+    call(ok=True)
+    call(ok=False)
     assert breaker.state is CLOSED
-    breaker.record_failure()
+    call(ok=False)
     assert breaker.state is OPEN
 
 
@@ -198,17 +197,48 @@ def test_half_open_lets_exactly_one_trial_through_until_it_reports() -> None:
     """After the pause one trial goes through; others wait until the trial's outcome is known."""
     clock = FakeClock()
     breaker = CircuitBreaker(NAME, BreakerPolicy(failure_threshold=1, reset_after_s=10), clock)
-    breaker.record_failure()
+    first = breaker.allow()
+    assert first is not None
+    first.failure()
     clock.advance(9.99)
-    assert not breaker.allow()
+    assert breaker.allow() is None
     assert breaker.seconds_until_trial() == pytest.approx(0.01)
     clock.advance(0.01)
-    assert [breaker.allow() for _ in range(3)] == [True, False, False]
+    trial, *others = [breaker.allow() for _ in range(3)]
+    assert trial is not None
+    assert trial.trial
+    assert others == [None, None]
     assert breaker.state is HALF_OPEN
-    breaker.release(trial=True)
-    assert breaker.allow()
-    breaker.record_failure()
-    assert (breaker.state, breaker.allow()) == (OPEN, False)
+    trial.release()
+    second = breaker.allow()
+    assert second is not None
+    second.failure()
+    assert (breaker.state, breaker.allow()) == (OPEN, None)
+
+
+def test_a_permit_left_unsettled_by_its_block_is_released() -> None:
+    """A trial whose call raised inside `with permit:` makes way for the next trial."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(NAME, BreakerPolicy(failure_threshold=1, reset_after_s=1), clock)
+    opener = breaker.allow()
+    assert opener is not None
+    opener.failure()
+    clock.advance(1)
+    trial = breaker.allow()
+    assert trial is not None
+    with pytest.raises(RuntimeError), trial:
+        raise RuntimeError("the call was cancelled")
+    assert breaker.allow() is not None
+
+
+def test_settling_a_permit_twice_changes_nothing() -> None:
+    """The first outcome of a permit counts; a second one is ignored."""
+    breaker = CircuitBreaker(NAME, BreakerPolicy(failure_threshold=1), FakeClock())
+    permit = breaker.allow()
+    assert permit is not None
+    permit.success()
+    permit.failure()
+    assert breaker.state is CLOSED
 
 
 def test_registry_shares_breakers_by_name_and_reports_their_changes() -> None:
@@ -219,8 +249,10 @@ def test_registry_shares_breakers_by_name_and_reports_their_changes() -> None:
     )
     assert registry.get("tool:a") is registry.get("tool:a")
     strict = registry.get("tool:b", BreakerPolicy(failure_threshold=2))
-    registry.get("tool:a").record_failure()
-    strict.record_failure()
+    for breaker in (registry.get("tool:a"), strict):
+        permit = breaker.allow()
+        assert permit is not None
+        permit.failure()
     assert heard == [("tool:a", CLOSED, OPEN)]
     assert strict.state is CLOSED
 
@@ -229,10 +261,12 @@ def test_a_released_non_trial_call_does_not_let_a_second_trial_through() -> None
     """Releasing a call that is not the trial does not let a second trial through."""
     clock = FakeClock()
     breaker = CircuitBreaker(NAME, BreakerPolicy(failure_threshold=1, reset_after_s=10), clock)
-    assert breaker.allow()  # a long call starts while closed...
-    assert breaker.allow()  # ...and another one fails: the breaker opens
-    breaker.record_failure()
+    long_call = breaker.allow()  # a long call starts while closed...
+    failing = breaker.allow()  # ...and another one fails: the breaker opens
+    assert long_call is not None
+    assert failing is not None
+    failing.failure()
     clock.advance(10)
-    assert breaker.allow()  # the trial
-    breaker.release()  # the long call ends with a 400: says nothing about health
-    assert not breaker.allow(), "a second trial went through while the first is in flight"
+    assert breaker.allow() is not None  # the trial
+    long_call.release()  # the long call ends with a 400: says nothing about health
+    assert breaker.allow() is None, "a second trial went through while the first is in flight"

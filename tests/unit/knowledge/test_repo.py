@@ -167,3 +167,17 @@ def test_a_timeout_is_a_retryable_git_error(repo: GitRepo) -> None:
     with pytest.raises(GitError) as caught:
         repo.log()
     assert caught.value.retryable
+
+
+def test_last_commit_of_a_note_carries_its_whole_message(repo: GitRepo) -> None:
+    """The newest commit touching a note comes back with its full message; none for a new path."""
+    first, _ = repo.write_and_commit(
+        "shared/a.md", "a\n", author_name="w", author_email="w@x", message="s\n\nwrite-id: w1\n"
+    )
+    write(repo, "shared/b.md", "b\n")
+    last = repo.last_commit("shared/a.md")
+    assert last is not None
+    assert last.commit == first
+    assert last.message.rstrip("\n") == "s\n\nwrite-id: w1"
+    assert repo.last_commit("shared/never.md") is None
+    assert repo.last_commit("--all") is None

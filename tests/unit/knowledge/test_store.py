@@ -95,13 +95,58 @@ def test_reopening_after_a_crash_keeps_every_commit(tmp_path: Path) -> None:
     assert len(reopened.repo.log("shared/a.md")) == 2
 
 
-def test_a_write_replayed_after_its_commit_is_not_committed_twice(tmp_path: Path) -> None:
-    """The same body by the same author again (a redelivered write) makes no second commit."""
+def test_a_write_replayed_after_its_commit_is_committed_once_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """The same write again (redelivered after a crash) makes no commit and answers `committed`.
+
+    It names the commit it made the first time, so the service can announce it.
+    """
     store = KnowledgeStore(tmp_path / "kb")
     write = _write("shared/a.md", "exactly this")
     first = store.apply(write)
     again = store.apply(write)
     assert first.status == "committed"
-    assert again.status == "unchanged"
-    assert again.revision == first.revision
+    assert again.model_dump() == first.model_dump()
     assert len(store.repo.log("shared/a.md")) == 1
+
+
+def test_a_replayed_write_that_expected_the_old_revision_is_not_a_conflict(
+    tmp_path: Path,
+) -> None:
+    """A redelivered write naming the revision it replaced is its own commit, not a conflict."""
+    store = KnowledgeStore(tmp_path / "kb")
+    base = store.apply(_write("shared/a.md", "v0")).revision
+    write = _write("shared/a.md", "v1", expected=base)
+    first = store.apply(write)
+    again = store.apply(write)
+    assert first.status == "committed"
+    assert again.status == "committed"
+    assert again.commit == first.commit
+    assert len(store.repo.log("shared/a.md")) == 2
+
+
+def test_another_write_of_the_same_body_by_the_same_author_is_unchanged(tmp_path: Path) -> None:
+    """A different write saying what the note already says (same author) makes no commit."""
+    store = KnowledgeStore(tmp_path / "kb")
+    first = store.apply(_write("shared/a.md", "exactly this"))
+    other = store.apply(_write("shared/a.md", "exactly this"))
+    assert other.status == "unchanged"
+    assert other.revision == first.revision
+    assert other.commit is None
+    assert len(store.repo.log("shared/a.md")) == 1
+
+
+def test_a_write_through_a_symlinked_folder_is_invalid(tmp_path: Path) -> None:
+    """A folder in the repository that is a symbolic link is refused: nothing lands outside."""
+    store = KnowledgeStore(tmp_path / "kb")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "kb" / "tasks").mkdir()
+    (tmp_path / "kb" / "tasks" / "linked").symlink_to(outside, target_is_directory=True)
+    before = len(store.repo.log())
+    result = store.apply(_write("tasks/linked/escape.md", "leaked"))
+    assert result.status == "invalid"
+    assert "symbolic link" in (result.error or "")
+    assert list(outside.iterdir()) == []
+    assert len(store.repo.log()) == before

@@ -3,9 +3,15 @@
 Data only: nothing here does I/O.
 """
 
-from hivebus.contracts.errors import ContractError, IllegalTransitionError
+from hivebus.contracts.conversation import Message, ToolCall, ToolOutcome
+from hivebus.contracts.errors import (
+    ContractError,
+    IllegalTransitionError,
+    describe_validation_error,
+)
 from hivebus.contracts.events import (
     EVENT_MODELS,
+    EVENTS_BY_KIND,
     SCHEMA_VERSION,
     BreakerChanged,
     BudgetWarning,
@@ -28,7 +34,9 @@ from hivebus.contracts.events import (
 from hivebus.contracts.ids import ID_PATTERN, ROLE_PATTERN, Identifier, RoleName, is_identifier
 from hivebus.contracts.limits import Limits, TaskBudget, Usage
 from hivebus.contracts.plan import MAX_SUBTASKS, Plan, SubTaskSpec
+from hivebus.contracts.runs import RunCheckpoint, RunPhase
 from hivebus.contracts.schemas import json_schemas
+from hivebus.contracts.state import SubTaskState, TaskMeta
 from hivebus.contracts.status import (
     SUBTASK_TERMINAL,
     SUBTASK_TRANSITIONS,
@@ -41,6 +49,7 @@ from hivebus.contracts.status import (
 from hivebus.contracts.tools import Tier, ToolError, ToolErrorKind, ToolResult
 
 __all__ = [
+    "EVENTS_BY_KIND",
     "EVENT_MODELS",
     "ID_PATTERN",
     "MAX_SUBTASKS",
@@ -61,27 +70,35 @@ __all__ = [
     "Identifier",
     "IllegalTransitionError",
     "Limits",
+    "Message",
     "NoteCommitted",
     "Plan",
     "RetryRecord",
     "RoleName",
+    "RunCheckpoint",
+    "RunPhase",
     "StepRecorded",
     "SubTaskAssigned",
     "SubTaskFinished",
     "SubTaskSpec",
     "SubTaskStarted",
+    "SubTaskState",
     "SubTaskStatus",
     "SubTaskSummary",
     "TaskBudget",
     "TaskFinished",
+    "TaskMeta",
     "TaskRejected",
     "TaskStatus",
     "TaskSubmitted",
     "Tier",
+    "ToolCall",
     "ToolError",
     "ToolErrorKind",
+    "ToolOutcome",
     "ToolResult",
     "Usage",
+    "describe_validation_error",
     "is_identifier",
     "json_schemas",
     "transition",

@@ -1,10 +1,23 @@
-"""Errors raised by the contracts package.
+"""Errors raised by the contracts package, and the one way hivebus words a validation error.
 
-ContractError                 root of every error this package raises
+ContractError                 root of every error this package raises (never retryable)
 └── IllegalTransition         a status change that the transition table forbids (a bug)
 """
 
 from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+def describe_validation_error(exc: ValidationError, root: str = "value") -> list[str]:
+    """Each problem of a pydantic validation error as `where: what`, in the order found.
+
+    `where` is the dotted location (`plan.subtasks.0.role`), or `root` for the whole value.
+    """
+    return [
+        f"{'.'.join(str(part) for part in err['loc']) or root}: {err['msg']}"
+        for err in exc.errors(include_url=False)
+    ]
 
 
 class ContractError(Exception):

@@ -197,6 +197,7 @@ class NoteCommitted(Event):
     """A write to the knowledge store became a commit."""
 
     kind: Literal["note_committed"] = "note_committed"
+    write_id: str | None = Field(default=None, description="The write this commit applied.")
     subtask_id: str | None = None
     path: str
     revision: str = Field(description="Blob revision of the note now.")
@@ -249,3 +250,9 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     NoteCommitted,
 )
 """Every event model, for schema export and decoding."""
+
+
+EVENTS_BY_KIND: dict[str, type[Event]] = {
+    model.model_fields["kind"].default: model for model in EVENT_MODELS
+}
+"""Every event model by its `kind` (the last token of its subject on EVENTS), for decoding."""

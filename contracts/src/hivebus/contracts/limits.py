@@ -48,6 +48,26 @@ class Usage(BaseModel):
         """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
 
+    def add_step(
+        self,
+        *,
+        tool_call: bool = False,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        retries: int = 0,
+    ) -> None:
+        """Count one step of a run: a model call (its tokens and cost) or a tool call.
+
+        The one place a run's usage grows; `cost_usd` is computed once, from `prices`.
+        """
+        self.steps += 1
+        self.tool_calls += int(tool_call)
+        self.retries += retries
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost_usd = round(self.cost_usd + cost_usd, 6)
+
     def plus(self, other: Usage) -> Usage:
         """Return the sum of two usages (wall time adds too; callers override it for tasks)."""
         return Usage(

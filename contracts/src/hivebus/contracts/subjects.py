@@ -1,8 +1,35 @@
-"""Every subject, stream, consumer and bucket name. A subject string appears only here."""
+"""Every subject, stream, consumer, bucket and key name. A subject string appears only here.
+
+`address(message)` derives where a message goes (subject, stream, `Nats-Msg-Id`, and for a
+deadline its schedule) from the message itself, so every service publishes the same way.
+The module is longer than most on purpose: it is the one file to read to know the whole bus.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
+
+from pydantic import BaseModel
+
+from hivebus.contracts.events import (
+    BreakerChanged,
+    BudgetWarning,
+    CancelRequested,
+    DeadLetter,
+    DeadlineReached,
+    Event,
+    NoteCommitted,
+    StepRecorded,
+    SubTaskAssigned,
+    SubTaskFinished,
+    SubTaskStarted,
+    TaskFinished,
+    TaskRejected,
+    TaskSubmitted,
+)
+from hivebus.contracts.knowledge import NoteWrite
 
 TASKS_STREAM = "TASKS"
 WORK_STREAM = "WORK"
@@ -21,6 +48,12 @@ KNOWLEDGE_LIST = "hive.knowledge.list"
 KNOWLEDGE_SEARCH = "hive.knowledge.search"
 KNOWLEDGE_LOG = "hive.knowledge.log"
 KNOWLEDGE_WRITER_CONSUMER = "knowledge-writer"
+
+
+def knowledge_result_key(write_id: str) -> str:
+    """Key in the `knowledge` bucket holding the result of one write."""
+    return f"write.{write_id}"
+
 
 RUNS_BUCKET = "runs"
 """KV bucket: run checkpoints, `<task>.<subtask>.<attempt>`, written after every step."""
@@ -101,6 +134,31 @@ def checkpoint_key(task_id: str, subtask_id: str, attempt: int) -> str:
     return f"{task_id}.{subtask_id}.{attempt}"
 
 
+def plan_key(task_id: str) -> str:
+    """Key of a task's accepted submission in the `tasks` bucket (written once)."""
+    return f"{task_id}.plan"
+
+
+def meta_key(task_id: str) -> str:
+    """Key of a task's `TaskMeta` in the `tasks` bucket."""
+    return f"{task_id}.meta"
+
+
+def result_key(task_id: str) -> str:
+    """Key of a task's `TaskFinished` in the `tasks` bucket, once it is over."""
+    return f"{task_id}.result"
+
+
+def subtask_key(task_id: str, subtask_id: str) -> str:
+    """Key of one sub-task's state in the `tasks` bucket."""
+    return f"{task_id}.st.{subtask_id}"
+
+
+def ledger_key(task_id: str) -> str:
+    """Key of a task's budget ledger in the `tasks` bucket."""
+    return f"{task_id}.{LEDGER_KEY_SUFFIX}"
+
+
 def cancel_key(task_id: str) -> str:
     """Key in the `tasks` bucket whose presence tells runs of a task to stop."""
     return f"{task_id}.cancel"
@@ -142,3 +200,155 @@ def msg_id(task_id: str, subtask_id: str, attempt: int | str, kind: str) -> str:
 
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One durable pull consumer: its stream, name, filter subject, and what it carries."""
+
+    stream: str
+    durable: str
+    subject: str
+    title: str
+    description: str
+
+
+def orchestrator_inputs() -> tuple[Consumer, ...]:
+    """The consumers the orchestrator reads, each shared by all its replicas."""
+    results = tuple(
+        Consumer(
+            EVENTS_STREAM,
+            orchestrator_consumer(kind),
+            events_of_kind(kind),
+            f"events.{kind.value}",
+            f"{kind.value} events from agents.",
+        )
+        for kind in RESULT_KINDS
+    )
+    controls = tuple(
+        Consumer(
+            CONTROL_STREAM,
+            orchestrator_control_consumer(kind),
+            control_of_kind(kind),
+            f"control.{kind.value}",
+            f"{kind.value} of a task.",
+        )
+        for kind in (ControlKind.CANCEL, ControlKind.DEADLINE)
+    )
+    submit = Consumer(
+        TASKS_STREAM,
+        ORCHESTRATOR_SUBMIT_CONSUMER,
+        SUBMIT,
+        "tasks.submit",
+        "TaskSubmitted from clients; answered by SubTaskAssigned or TaskRejected.",
+    )
+    advisory = Consumer(
+        ADVISORIES_STREAM,
+        ORCHESTRATOR_ADVISORY_CONSUMER,
+        MAX_DELIVERIES_ADVISORY,
+        "advisory.max_deliveries",
+        "A work message reached max_deliver: it is dead-lettered.",
+    )
+    return (submit, *results, *controls, advisory)
+
+
+DEAD_LETTERED_WHEN_UNRECOVERABLE = (SUBMIT, "hive.work.")
+"""Subjects (exact, or a prefix ending in '.') whose unprocessable messages are dead-lettered:
+submissions and work. An unprocessable event or control message is only terminated and logged."""
+
+
+def dead_letters_unrecoverable(subject: str) -> bool:
+    """Whether a message on `subject` that can never be processed goes to the DLQ."""
+    return any(
+        subject.startswith(rule) if rule.endswith(".") else subject == rule
+        for rule in DEAD_LETTERED_WHEN_UNRECOVERABLE
+    )
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where one message goes: its subject, its stream, and the id that deduplicates it."""
+
+    subject: str
+    stream: str
+    msg_id: str
+    schedule_at: datetime | None = None
+    """For a scheduled message: when the server delivers it, on `schedule_target`."""
+    schedule_target: str | None = None
+
+
+def _deadline_address(event: DeadlineReached) -> Address:
+    # Schedules have a one-second resolution: round up, so the deadline never fires early.
+    return Address(
+        subject=control(event.task_id, ControlKind.DEADLINE_SCHEDULE),
+        stream=CONTROL_STREAM,
+        msg_id=msg_id(event.task_id, "-", 0, "deadline"),
+        schedule_at=event.deadline.replace(microsecond=0) + timedelta(seconds=1),
+        schedule_target=control(event.task_id, ControlKind.DEADLINE),
+    )
+
+
+def _dead_letter_id(letter: DeadLetter) -> str:
+    if letter.why == DeadLetterKind.UNRECOVERABLE.value and letter.subtask_id is None:
+        return f"dlq-unrecoverable:{letter.event_id}"  # the caller names the source message
+    return msg_id(letter.task_id, letter.subtask_id or "-", letter.attempt, f"dlq-{letter.why}")
+
+
+def _event_id(event: Event) -> str:  # noqa: PLR0911 - one return per kind of event
+    """The `Nats-Msg-Id` of an event on EVENTS: what makes its repeats one message."""
+    task = event.task_id
+    if isinstance(event, SubTaskStarted):
+        return msg_id(task, event.subtask_id, event.attempt, f"started-{event.run_id}")
+    if isinstance(event, StepRecorded):
+        return msg_id(task, event.subtask_id, event.attempt, f"step-{event.run_id}-{event.step}")
+    if isinstance(event, SubTaskFinished):
+        return msg_id(task, event.subtask_id, event.attempt, "finished")  # one per attempt
+    if isinstance(event, TaskRejected):
+        return msg_id(task, "-", 0, "rejected")
+    if isinstance(event, TaskFinished):
+        return msg_id(task, "-", 0, "finished")
+    if isinstance(event, BudgetWarning):
+        return msg_id(task, "-", 0, "budget-warning")  # once per task
+    if isinstance(event, NoteCommitted) and event.write_id:
+        return f"kb:{event.write_id}:committed"
+    return event.event_id
+
+
+EVENTS_KINDS: dict[type[Event], EventKind] = {
+    TaskRejected: EventKind.TASK_REJECTED,
+    SubTaskStarted: EventKind.SUBTASK_STARTED,
+    StepRecorded: EventKind.STEP,
+    SubTaskFinished: EventKind.SUBTASK_FINISHED,
+    TaskFinished: EventKind.TASK_FINISHED,
+    BudgetWarning: EventKind.BUDGET_WARNING,
+    BreakerChanged: EventKind.BREAKER_CHANGED,
+    NoteCommitted: EventKind.NOTE_COMMITTED,
+}
+"""Every event published on EVENTS, and the last token of its subject."""
+
+
+def address(message: BaseModel) -> Address:  # noqa: PLR0911 - one return per destination
+    """Where `message` is published, derived from the message alone.
+
+    Raises:
+        TypeError: `message` is not a message hivebus publishes.
+    """
+    if isinstance(message, NoteWrite):
+        return Address(KNOWLEDGE_WRITE, KNOWLEDGE_STREAM, f"kb:{message.write_id}")
+    if isinstance(message, TaskSubmitted):
+        return Address(SUBMIT, TASKS_STREAM, message.task_id)
+    if isinstance(message, SubTaskAssigned):
+        dispatch_id = msg_id(message.task_id, message.subtask_id, message.attempt, "dispatch")
+        return Address(work(message.role), WORK_STREAM, dispatch_id)
+    if isinstance(message, DeadlineReached):
+        return _deadline_address(message)
+    if isinstance(message, CancelRequested):
+        return Address(
+            control(message.task_id, ControlKind.CANCEL), CONTROL_STREAM, message.event_id
+        )
+    if isinstance(message, DeadLetter):
+        kind = DeadLetterKind(message.why)
+        return Address(dead_letter(kind), DLQ_STREAM, _dead_letter_id(message))
+    if isinstance(message, Event) and (kind_of := EVENTS_KINDS.get(type(message))) is not None:
+        return Address(event(message.task_id, kind_of), EVENTS_STREAM, _event_id(message))
+    raise TypeError(f"hivebus does not publish {type(message).__name__} messages")

@@ -7,7 +7,10 @@ from typing import Any
 
 import jsonschema
 
-from hivebus.contracts import SubTaskAssigned
+from hivebus.contracts import Message, SubTaskAssigned
+
+RUNTIME_PREFIX = "[hivebus]"
+"""How the runtime's own turns to the model begin (wrap-up notes, corrections, loop warnings)."""
 
 
 def build_prompt(assignment: SubTaskAssigned) -> str:
@@ -32,6 +35,11 @@ def build_prompt(assignment: SubTaskAssigned) -> str:
             + json.dumps(assignment.output_schema)
         )
     return "\n".join(parts)
+
+
+def runtime_note(text: str) -> Message:
+    """A note from the runtime to the model, as a user turn."""
+    return Message(role="user", text=f"{RUNTIME_PREFIX} {text}")
 
 
 def parse_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:

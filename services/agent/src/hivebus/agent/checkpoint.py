@@ -1,58 +1,38 @@
-"""Run checkpoints: a run's whole state in KV `runs`, written after every step.
+"""Run checkpoints: a run's whole state (`RunCheckpoint`) in KV `runs`, written after every step.
 
 A redelivered sub-task resumes from its checkpoint, so no completed model or tool call is
-repeated (a crash between a call and its checkpoint repeats that one step). Every write is
-compare-and-set on the revision the writer last saw: a worker that was paused past
-`ack_wait` while another took the run over finds its next write refused (it is *fenced*)
-and stops without reporting anything.
+repeated (a crash between a call and its checkpoint repeats that one step).
+
+Fencing lives here. `CheckpointStore.open` takes the run over: it writes the checkpoint back
+with a new owner token, which moves its revision. Every later `save` is a compare-and-set on
+the revision its handle holds, so a worker that was paused past `ack_wait` while another took
+the run over finds its next write refused (it is *fenced*) and stops without reporting.
+
+    CoreError
+    └── SupersededError             (hivebus.core)
+        └── RunFencedError          another worker took the run over: leave the message be
+    CheckpointUnavailableError      the bucket cannot be reached: retryable, nak the delivery
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field
 
-from hivebus.agent.models.base import Message, ToolCall, ToolOutcome
-from hivebus.contracts import Usage
+from hivebus.contracts.runs import RunCheckpoint
+from hivebus.core import SupersededError
 
 
-class RunFencedError(Exception):
+class RunFencedError(SupersededError):
     """Another worker took this run over; this one must stop and report nothing."""
 
 
 class CheckpointUnavailableError(Exception):
     """The checkpoint could not be read or written (the bus is down); retry the delivery."""
 
-
-class RunState(BaseModel):
-    """Everything a run needs to continue where it stopped."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: str
-    owner: str = Field(description="The worker that holds the run now.")
-    messages: list[Message]
-    pending_calls: list[ToolCall] = Field(
-        default_factory=list, description="Tool calls of the current turn not run yet."
-    )
-    outcomes: list[ToolOutcome] = Field(
-        default_factory=list, description="Results of the current turn's calls already run."
-    )
-    pending_warning: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    wall_s: float = Field(default=0.0, ge=0, description="Wall-clock time used before now.")
-    sources: list[str] = Field(default_factory=list)
-    last_text: str | None = None
-    corrections: int = 0
-    soft_warned: list[str] = Field(default_factory=list)
-    last_call: str | None = None
-    repeats: int = 0
-    loop_warned: bool = False
-    finished: Any = Field(default=None, description="The terminal event, once decided.")
+    retryable = True
 
 
 def new_owner() -> str:
@@ -60,38 +40,69 @@ def new_owner() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class CheckpointStore:
-    """Checkpoints of runs in the `runs` bucket, fenced by revision."""
+class RunCheckpointHandle:
+    """One worker's hold on one run's checkpoint: every save is compare-and-set on its revision."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        """Use the bucket `kv`."""
+    def __init__(
+        self, kv: KeyValue, key: str, owner: str, state: RunCheckpoint | None, revision: int
+    ) -> None:
+        """Hold `key` as `owner`, last written at `revision` (0: not written yet)."""
         self.kv = kv
+        self.key = key
+        self.owner = owner
+        self.state = state
+        """The checkpoint as it was when the run was opened (None: a new run)."""
+        self.revision = revision
 
-    async def load(self, key: str) -> tuple[RunState | None, int]:
-        """The checkpoint at `key` and its revision (None, 0 when there is none)."""
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
-            return None, 0
-        except Exception as exc:
-            raise CheckpointUnavailableError(str(exc)) from exc
-        if entry.value is None:
-            return None, 0
-        return RunState.model_validate_json(entry.value), int(entry.revision or 0)
-
-    async def save(self, key: str, state: RunState, revision: int) -> int:
-        """Write `state` if `revision` is still current; returns the new revision.
+    async def save(self, state: RunCheckpoint) -> None:
+        """Write `state` as this handle's owner, if nobody else wrote since.
 
         Raises:
             RunFencedError: someone else wrote since (another worker owns the run).
             CheckpointUnavailableError: the bucket cannot be reached.
         """
+        state.owner = self.owner
         data = state.model_dump_json().encode()
         try:
-            if revision == 0:
-                return int(await self.kv.create(key, data))
-            return int(await self.kv.update(key, data, last=revision))
+            if self.revision == 0:
+                self.revision = int(await self.kv.create(self.key, data))
+            else:
+                self.revision = int(await self.kv.update(self.key, data, last=self.revision))
         except KeyWrongLastSequenceError as exc:
-            raise RunFencedError(f"checkpoint {key} was written by another worker") from exc
+            raise RunFencedError(f"checkpoint {self.key} was written by another worker") from exc
         except Exception as exc:
             raise CheckpointUnavailableError(str(exc)) from exc
+
+
+class CheckpointStore:
+    """Checkpoints of runs in the `runs` bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        """Use the bucket `kv`."""
+        self.kv = kv
+
+    async def open(self, key: str) -> RunCheckpointHandle:
+        """Load the checkpoint at `key` and take the run over with a new owner token.
+
+        An unfinished checkpoint is written back at once under the new owner, which fences
+        the previous one. A finished run is nobody's to fence: it is only read.
+
+        Raises:
+            RunFencedError: another worker took the run over at the same moment.
+            CheckpointUnavailableError: the bucket cannot be reached.
+            pydantic.ValidationError: the stored checkpoint is not a `RunCheckpoint`.
+        """
+        owner = new_owner()
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return RunCheckpointHandle(self.kv, key, owner, None, 0)
+        except Exception as exc:
+            raise CheckpointUnavailableError(str(exc)) from exc
+        if entry.value is None:
+            return RunCheckpointHandle(self.kv, key, owner, None, 0)
+        state = RunCheckpoint.model_validate_json(entry.value)
+        handle = RunCheckpointHandle(self.kv, key, owner, state, int(entry.revision or 0))
+        if state.finished is None:
+            await handle.save(state)
+        return handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from hivebus.contracts import Limits, Usage
@@ -55,3 +56,20 @@ def soft_hits(limits: Limits, usage: Usage, wall_s: float) -> list[LimitHit]:
         for name, used, bound in measured
         if bound > 0 and used >= SOFT_FRACTION * bound
     ]
+
+
+def wrap_up(
+    limits: Limits, usage: Usage, wall_s: float, warned: Collection[str]
+) -> tuple[list[str], str]:
+    """The limits newly past 80% (not in `warned`), and the note telling the model to wrap up.
+
+    No limit newly past 80%: an empty list (and an empty note).
+    """
+    fresh = [hit for hit in soft_hits(limits, usage, wall_s) if hit.limit not in warned]
+    if not fresh:
+        return [], ""
+    used = ", ".join(f"{hit.limit} {hit.used:g} of {hit.bound:g}" for hit in fresh)
+    return [hit.limit for hit in fresh], (
+        f"You have used 80% or more of your limits ({used}). Wrap up now: stop exploring "
+        "and give your final answer with what you have."
+    )

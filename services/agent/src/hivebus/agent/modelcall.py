@@ -1,12 +1,17 @@
 """One model step: the fallback chain, each model behind its breaker, retries, the task budget.
 
 for each model of the chain (primary first):
-    breaker open?            -> skip it (noted)
+    no breaker permit        -> skip it (noted): its circuit is open
     reserve an upper bound   -> refused: the task budget is exhausted (run ends)
     call, retrying transient errors (backoff + jitter, bounded by attempts and time)
-    success                  -> settle the reservation with actual usage, breaker closes
-    failure                  -> settle with nothing used, breaker counts it, next model
+    success                  -> settle the reservation with the call's cost, permit succeeds
+    failure                  -> settle with nothing used, the permit fails (transient) or is
+                                released (the call said nothing about health), next model
 every model failed or skipped -> ModelsExhausted
+
+The cost of a call is computed here, once (`Price.cost`), and handed to the loop on the
+`ModelStep`. When a settle crosses the task's warning threshold the caller publishes the
+`BudgetWarning` itself; a warning that cannot be published is logged, never ends the run.
 """
 
 from __future__ import annotations
@@ -17,12 +22,22 @@ from dataclasses import dataclass, field
 
 from hivebus.agent.checkpoint import CheckpointUnavailableError
 from hivebus.agent.errors import AgentError, ModelError
-from hivebus.agent.models.base import Model, ModelRequest, ModelResponse
-from hivebus.contracts import RetryRecord, TaskBudget
-from hivebus.core import Price
+from hivebus.agent.models.base import (
+    CHARS_PER_TOKEN_BOUND,
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolSpec,
+    request_chars,
+)
+from hivebus.agent.tool import Tool
+from hivebus.contracts import BudgetWarning, RetryRecord, TaskBudget
+from hivebus.core import EventSink, Price, get_logger
 from hivebus.core.budget import BudgetLedger, LedgerState, Reservation
-from hivebus.core.reliability import BreakerRegistry, BreakerState, RetryPolicy, retry_transient
-from hivebus.core.reliability.retry import RetryAttempt
+from hivebus.core.reliability import BreakerRegistry, RetryAttempt, RetryPolicy, retry_transient
+
+log = get_logger(__name__)
 
 
 class ModelsExhaustedError(AgentError):
@@ -37,7 +52,46 @@ class WallClockExceededError(Exception):
     """The run's wall-clock limit expired during a model call (a signal inside the loop)."""
 
 
-BreakerChange = tuple[str, BreakerState, BreakerState]
+class TokenLimitAheadError(Exception):
+    """The next model call could take the run past its token limit."""
+
+    def __init__(self, needed: int) -> None:
+        """Remember how many tokens the call could need."""
+        super().__init__(needed)
+        self.needed = needed
+
+
+DEFAULT_MAX_OUTPUT = 4096
+"""Output tokens asked for per model call, lowered when the run has fewer tokens left."""
+
+MIN_OUTPUT_TOKENS = 16
+"""Below this much room for output, a model call is not worth making."""
+
+
+def bounded_request(
+    system: str, messages: list[Message], tools: list[Tool], *, room: int, model: Model
+) -> ModelRequest:
+    """The next request, asking for no more output than `room` tokens leave after its input.
+
+    Raises:
+        TokenLimitAheadError: `model`'s bound for the call does not fit in `room`.
+    """
+    request = ModelRequest(
+        system=system,
+        messages=messages,
+        tools=[
+            ToolSpec(name=t.name, description=t.description, input_schema=t.input_schema())
+            for t in tools
+        ],
+    )
+    input_bound = request_chars(request) // CHARS_PER_TOKEN_BOUND + 1
+    request.max_output_tokens = max(1, min(DEFAULT_MAX_OUTPUT, room - input_bound))
+    bound = model.usage_bound(request)
+    needed = bound.input_tokens + bound.output_tokens
+    if needed > room or room - input_bound < MIN_OUTPUT_TOKENS:
+        raise TokenLimitAheadError(needed)
+    return request
+
 
 RESERVE_WAIT_INITIAL_S = 0.05
 RESERVE_WAIT_MAX_S = 1.0
@@ -47,13 +101,13 @@ RESERVE_WAIT_ATTEMPTS = 40
 
 @dataclass
 class ModelStep:
-    """What happened while getting one answer: who answered, retries, fallbacks, breakers."""
+    """What happened while getting one answer: who answered, its cost, retries, fallbacks."""
 
     route: str = ""
+    cost_usd: float = 0.0
+    """USD of the answer (0 until one came), from the answering model's price."""
     retries: list[RetryRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    breaker_changes: list[BreakerChange] = field(default_factory=list)
-    budget_warning: LedgerState | None = None
 
 
 @dataclass
@@ -65,11 +119,6 @@ class BudgetGate:
     budget: TaskBudget
     holder: str | None = None
     """Who reserves: one sub-task attempt, so a resumed run replaces its dead call's hold."""
-
-
-def cost_of(price: Price, input_tokens: int, output_tokens: int) -> float:
-    """USD for a call, from a price per million tokens."""
-    return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
 
 
 class ModelCaller:
@@ -84,14 +133,16 @@ class ModelCaller:
         price_for: Callable[[str], Price],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         budget: BudgetGate | None = None,
+        events: EventSink | None = None,
     ) -> None:
-        """Try `models` in order."""
+        """Try `models` in order; publish the task's budget warning through `events`."""
         self.models = models
         self.breakers = breakers
         self.retry = retry
         self.price_for = price_for
         self.sleep = sleep
         self.budget = budget
+        self.events = events
 
     async def call(
         self, request: ModelRequest, time_left: Callable[[], float], step: ModelStep
@@ -106,36 +157,26 @@ class ModelCaller:
         for model in self.models:
             step.route = model.route
             breaker = self.breakers.get(f"model:{model.route}")
-            before = breaker.state
-            allowed = breaker.allow()
-            trial = breaker.granted_trial
-            self._note_change(step, breaker.name, before, breaker.state)
-            if not allowed:
+            permit = breaker.allow()
+            if permit is None:
                 wait = breaker.seconds_until_trial()
                 step.notes.append(f"{model.route}: circuit open for {wait:.1f}s more, skipped")
                 continue
-            try:
-                response = await self._try(model, request, time_left, step)
-            except ModelError as exc:
-                before = breaker.state
-                if exc.retryable:
-                    breaker.record_failure()
-                else:
-                    breaker.release(trial=trial)
-                self._note_change(step, breaker.name, before, breaker.state)
-                step.notes.append(f"{model.route} failed: {exc}")
-                continue
-            except BaseException:
-                breaker.release(trial=trial)
-                raise
-            before = breaker.state
-            breaker.record_success()
-            self._note_change(step, breaker.name, before, breaker.state)
-            return response
+            with permit:  # released if the call ends any other way (cancelled, crashed)
+                try:
+                    response = await self._try(model, request, time_left, step)
+                except ModelError as exc:
+                    if exc.retryable:
+                        permit.failure()
+                    else:
+                        permit.release()
+                    step.notes.append(f"{model.route} failed: {exc}")
+                    continue
+                permit.success()
+                return response
         tried = ", ".join(m.route for m in self.models)
         raise ModelsExhaustedError(
-            f"no model could answer (tried {tried}): "
-            + "; ".join(n for n in step.notes if not n.startswith("breaker "))
+            f"no model could answer (tried {tried}): " + "; ".join(step.notes)
         )
 
     async def _try(
@@ -145,7 +186,7 @@ class ModelCaller:
         reservation = None
         if self.budget is not None:
             bound = model.usage_bound(request)
-            held_cost = cost_of(price, bound.input_tokens, bound.output_tokens)
+            held_cost = price.cost(bound.input_tokens, bound.output_tokens)
             reservation = await self._reserve(
                 bound.input_tokens + bound.output_tokens, held_cost, time_left
             )
@@ -176,21 +217,46 @@ class ModelCaller:
                 once, self.retry, sleep=self.sleep, time_left=time_left, on_retry=record
             )
             used_tokens = response.usage.input_tokens + response.usage.output_tokens
-            used_cost = cost_of(price, response.usage.input_tokens, response.usage.output_tokens)
+            used_cost = price.cost(response.usage.input_tokens, response.usage.output_tokens)
+            step.cost_usd = used_cost
         except WallClockExceededError:
             if reservation is not None:  # the call may have used anything up to its bound
                 used_tokens, used_cost = reservation.tokens, reservation.cost_usd
             raise
         finally:
-            if reservation is not None and self.budget is not None:
-                try:
-                    crossed = await self.budget.ledger.settle(reservation, used_tokens, used_cost)
-                except Exception as exc:  # the bus, not the run: retry the delivery later
-                    raise CheckpointUnavailableError(
-                        f"task budget ledger unreachable: {exc!r}"
-                    ) from exc
-                step.budget_warning = step.budget_warning or crossed
+            if reservation is not None:
+                await self._settle(reservation, used_tokens, used_cost)
         return response
+
+    async def _settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        """Replace a reservation by what the call used; warn once if the task crossed 80%."""
+        assert self.budget is not None  # noqa: S101 - only called with a budget
+        try:
+            crossed = await self.budget.ledger.settle(reservation, tokens, cost_usd)
+        except Exception as exc:  # the bus, not the run: retry the delivery later
+            raise CheckpointUnavailableError(f"task budget ledger unreachable: {exc!r}") from exc
+        if crossed is not None:
+            await self._warn(crossed)
+
+    async def _warn(self, state: LedgerState) -> None:
+        assert self.budget is not None  # noqa: S101 - only called with a budget
+        log.warning(
+            "budget_warning", used_tokens=state.used_tokens, used_cost_usd=state.used_cost_usd
+        )
+        if self.events is None:
+            return
+        try:
+            await self.events.publish(
+                BudgetWarning(
+                    task_id=self.budget.task_id,
+                    used_tokens=state.used_tokens,
+                    max_tokens=state.max_tokens,
+                    used_cost_usd=state.used_cost_usd,
+                    max_cost_usd=state.max_cost_usd,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - a lost warning must not end the run
+            log.warning("budget_warning_lost", error=repr(exc))
 
     async def _reserve(
         self, tokens: int, cost_usd: float, time_left: Callable[[], float]
@@ -214,9 +280,3 @@ class ModelCaller:
             await self.sleep(delay)
             delay = min(delay * 2, RESERVE_WAIT_MAX_S)
         raise BudgetRefusedError(why)
-
-    @staticmethod
-    def _note_change(step: ModelStep, name: str, old: BreakerState, new: BreakerState) -> None:
-        if old != new:
-            step.breaker_changes.append((name, old, new))
-            step.notes.append(f"breaker {name}: {old.value} -> {new.value}")

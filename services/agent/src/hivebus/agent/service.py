@@ -1,36 +1,42 @@
 """The agent service: one durable pull consumer per role, shared by all its replicas.
 
-Per message: decode the assignment, publish `SubTaskStarted`, run the bounded loop (with
-`in_progress()` heartbeats), publish `SubTaskFinished`, then ack. Settlement is explicit:
-an assignment that cannot be decoded is terminated; a failure to publish the result is a nak
-with delay, so the sub-task is tried again (bounded by the consumer's `max_deliver`).
+Per message: decode the assignment, take the run over from its checkpoint (fencing any earlier
+owner), publish `SubTaskStarted`, run the bounded loop (with `in_progress()` heartbeats),
+record the terminal event in the checkpoint, publish `SubTaskFinished`. The handler settles
+only through `hivebus.core.settle.Settler`, by the error's own decision: ack on success; a nak
+with delay when the bus or a checkpoint is unreachable (retryable); term and dead letter for
+an error that no retry can fix; nothing at all when the run was fenced (`RunFencedError`:
+another worker holds it and settles its own delivery).
+
+    start_agent(...)          build the broker, connect, build the service ready, start
+    build_agent_broker(...)   only the broker and its work subscriber (AsyncAPI needs no server)
+
+A little over 300 lines because the handler edge stays in one place: how a service is built,
+how it runs one message, and how that message is settled are read together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from hivebus.agent.checkpoint import CheckpointStore, RunFencedError, RunState, new_owner
-from hivebus.agent.errors import AgentError
-from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run_id
+from hivebus.agent.breakers import BreakerEvents, serving
+from hivebus.agent.checkpoint import CheckpointStore, RunCheckpointHandle, RunFencedError
+from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run
 from hivebus.agent.modelcall import BudgetGate, ModelCaller
-from hivebus.agent.models import Model, ModelFactory
-from hivebus.agent.toolbox import Toolbox
+from hivebus.agent.models import Model
+from hivebus.agent.role import RoleRuntime, role_config
 from hivebus.agent.toolstep import ToolRunner
-from hivebus.agent.validators import load_validator
 from hivebus.contracts import (
-    BreakerChanged,
-    BudgetWarning,
-    StepRecorded,
     SubTaskAssigned,
     SubTaskFinished,
     SubTaskStarted,
@@ -38,17 +44,19 @@ from hivebus.contracts import (
     Usage,
     subjects,
 )
-from hivebus.contracts.subjects import EventKind
+from hivebus.contracts.runs import RunPhase
 from hivebus.core import (
     Clock,
+    EventSink,
     HivebusConfig,
+    Publisher,
     Settings,
+    Settler,
     SystemClock,
     bind_ids,
     get_logger,
     jetstream,
     new_broker,
-    publish_event,
 )
 from hivebus.core.budget import BudgetLedger, KvLedgerStore
 from hivebus.core.knowledge_client import KnowledgeClient
@@ -56,62 +64,21 @@ from hivebus.core.reliability import BreakerRegistry
 
 log = get_logger(__name__)
 
-NAK_DELAY_S = 2.0
+SERVICE_CONTEXT_KEY = "hivebus_agent"
+"""Name of the `AgentService` in the broker's FastStream context, where the handler finds it."""
 
 
-class EventPublisher:
-    """Publishes a run's events to EVENTS, each with an idempotent message id."""
+@dataclass(frozen=True)
+class AgentBus:
+    """The connections a ready service works through."""
 
-    def __init__(self, broker: NatsBroker, settings: Settings) -> None:
-        """Publish through `broker`."""
-        self.broker = broker
-        self.settings = settings
-
-    async def _publish(
-        self, event: StepRecorded | SubTaskStarted | SubTaskFinished, kind: EventKind, key: str
-    ) -> None:
-        await publish_event(
-            self.broker,
-            event,
-            subject=subjects.event(event.task_id, kind),
-            stream=subjects.EVENTS_STREAM,
-            msg_id=subjects.msg_id(event.task_id, event.subtask_id, event.attempt, key),
-            settings=self.settings,
-        )
-
-    async def started(self, event: SubTaskStarted) -> None:
-        """A run began."""
-        await self._publish(event, EventKind.SUBTASK_STARTED, f"started-{event.run_id}")
-
-    async def step(self, event: StepRecorded) -> None:
-        """A step of a run."""
-        await self._publish(event, EventKind.STEP, f"step-{event.run_id}-{event.step}")
-
-    async def finished(self, event: SubTaskFinished) -> None:
-        """The terminal event: one per attempt, whatever the run id."""
-        await self._publish(event, EventKind.SUBTASK_FINISHED, "finished")
-
-    async def budget_warning(self, event: BudgetWarning) -> None:
-        """Once per task: the ledger lets exactly one settle cross the threshold."""
-        await publish_event(
-            self.broker,
-            event,
-            subject=subjects.event(event.task_id, EventKind.BUDGET_WARNING),
-            stream=subjects.EVENTS_STREAM,
-            msg_id=subjects.msg_id(event.task_id, "-", 0, "budget-warning"),
-            settings=self.settings,
-        )
-
-    async def breaker_changed(self, event: BreakerChanged) -> None:
-        """A breaker changed state while serving this task."""
-        await publish_event(
-            self.broker,
-            event,
-            subject=subjects.event(event.task_id, EventKind.BREAKER_CHANGED),
-            stream=subjects.EVENTS_STREAM,
-            msg_id=event.event_id,
-            settings=self.settings,
-        )
+    publisher: EventSink
+    settler: Settler
+    tasks: KeyValue
+    """KV `tasks`: read for the cancel flag of a task."""
+    checkpoints: CheckpointStore
+    ledger: BudgetLedger
+    knowledge: KnowledgeClient | None = None
 
 
 @contextlib.asynccontextmanager
@@ -136,55 +103,30 @@ async def heartbeat(msg: NatsMessage, every_s: float) -> AsyncIterator[None]:
 
 
 class AgentService:
-    """Runs the sub-tasks of one role."""
+    """Runs the sub-tasks of one role; constructed ready, with every connection it needs."""
 
     def __init__(
         self,
         settings: Settings,
-        config: HivebusConfig,
-        role: str,
-        broker: NatsBroker,
+        runtime: RoleRuntime,
+        bus: AgentBus,
         clock: Clock | None = None,
     ) -> None:
-        """Check the role and load its tools now, so a bad configuration fails at start."""
-        if role not in config.roles:
-            raise AgentError(
-                f"role {role!r} is not in the configuration; known: {sorted(config.roles)}"
-            )
+        """Serve `runtime`'s role through `bus`."""
         self.settings = settings
-        self.config = config
-        self.role = role
-        self.role_config = config.roles[role]
-        self.broker = broker
+        self.runtime = runtime
+        self.role = runtime.role
+        self.bus = bus
         self.clock = clock or SystemClock()
-        for path in config.python_paths:
-            resolved = str(config.resolve_path(path))
-            if resolved not in sys.path:
-                sys.path.insert(0, resolved)
-        self.toolbox = Toolbox.from_refs(self.role_config.tools, self.role_config.tiers)
-        self.validators = [load_validator(ref) for ref in self.role_config.validators]
-        self.models = ModelFactory(settings, config)
-        self.events = EventPublisher(broker, settings)
+        self.breaker_events = BreakerEvents(bus.publisher)
         # One registry per process: a model or tool failing for one run is failing for all.
-        self.breakers = BreakerRegistry(self.role_config.breaker, self.clock)
-        self.ledger: BudgetLedger | None = None
-        self.tasks_kv: KeyValue | None = None
-        self.checkpoints: CheckpointStore | None = None
-        self.knowledge: KnowledgeClient | None = None
-
-    async def prepare(self) -> None:
-        """Bind the task-budget ledger, task state and checkpoints in KV (before `start()`)."""
-        js = await jetstream(self.broker)
-        self.tasks_kv = await js.key_value(subjects.TASKS_BUCKET)
-        self.ledger = BudgetLedger(KvLedgerStore(self.tasks_kv, self.settings.kv_cas_attempts))
-        self.checkpoints = CheckpointStore(await js.key_value(subjects.RUNS_BUCKET))
-        self.knowledge = KnowledgeClient(self.broker, await js.key_value(subjects.KNOWLEDGE_BUCKET))
+        self.breakers = BreakerRegistry(
+            runtime.role_config.breaker, self.clock, self.breaker_events.changed
+        )
 
     async def _is_cancelled(self, task_id: str) -> bool:
-        if self.tasks_kv is None:
-            return False
         try:
-            await self.tasks_kv.get(subjects.cancel_key(task_id))
+            await self.bus.tasks.get(subjects.cancel_key(task_id))
         except KeyNotFoundError:
             return False
         except Exception as exc:  # noqa: BLE001 - unknown: keep working, ask again next step
@@ -192,15 +134,15 @@ class AgentService:
             return False
         return True
 
-    def _models(self, chain: list[str]) -> tuple[list[Model], list[str]]:
-        models: list[Model] = []
-        problems: list[str] = []
-        for route in chain:
-            try:
-                models.append(self.models.build(route))
-            except AgentError as exc:
-                problems.append(str(exc))
-        return models, problems
+    async def work(self, assignment: SubTaskAssigned, msg: NatsMessage) -> None:
+        """Run the assignment with heartbeats and publish its terminal event."""
+        try:
+            async with heartbeat(msg, self.settings.heartbeat_s):
+                finished = await self.execute(assignment)
+                await self.bus.publisher.publish(finished)
+        except RunFencedError:
+            log.warning("run_fenced", delivery=msg.raw_message.metadata.num_delivered)
+            raise  # the Settler leaves the message to the worker that holds the run now
 
     async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished:
         """Run (or resume) one assignment to its terminal event, checkpointing every step.
@@ -209,102 +151,84 @@ class AgentService:
             RunFencedError: another worker took the run over; report nothing.
             CheckpointUnavailableError: the bus is down; retry the delivery later.
         """
-        key = subjects.checkpoint_key(assignment.task_id, assignment.subtask_id, assignment.attempt)
-        owner = new_owner()
-        state, revision = (None, 0)
-        if self.checkpoints is not None:
-            state, revision = await self.checkpoints.load(key)
-        if state is not None and state.finished is not None:
-            return SubTaskFinished.model_validate(state.finished)  # decided before a crash
-        run_id = state.run_id if state is not None else new_run_id()
-        bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=run_id)
-        if (
-            state is not None and self.checkpoints is not None
-        ):  # take the run over: fences the old owner
-            state.owner = owner
-            revision = await self.checkpoints.save(key, state, revision)
+        with serving(assignment.task_id, assignment.subtask_id):
+            key = subjects.checkpoint_key(
+                assignment.task_id, assignment.subtask_id, assignment.attempt
+            )
+            handle = await self.bus.checkpoints.open(key)
+            if handle.state is not None and handle.state.finished is not None:
+                return handle.state.finished  # decided before a crash: publish it again
+            return await self._run(assignment, handle)
+
+    async def _run(
+        self, assignment: SubTaskAssigned, handle: RunCheckpointHandle
+    ) -> SubTaskFinished:
+        state = handle.state or new_run(assignment)
+        bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=state.run_id)
+        if handle.state is not None:
             log.info("run_resumed", steps_done=state.usage.steps)
-
-        async def checkpoint(snapshot: RunState) -> None:
-            nonlocal revision
-            if self.checkpoints is not None:
-                snapshot.owner = owner
-                revision = await self.checkpoints.save(key, snapshot, revision)
-
-        chain = (
-            [assignment.model]
-            if assignment.model
-            else self.role_config.model_chain(assignment.subtask_kind)
-        )
-        models, problems = self._models(chain)
-        await self.events.started(
+        models, problems = self.runtime.models(assignment)
+        await self.bus.publisher.publish(
             SubTaskStarted(
                 task_id=assignment.task_id,
                 subtask_id=assignment.subtask_id,
                 attempt=assignment.attempt,
-                run_id=run_id,
+                run_id=state.run_id,
                 role=self.role,
-                model=" > ".join(chain),
+                model=" > ".join(self.runtime.chain(assignment)),
             )
         )
         if not models:
             outcome = RunOutcome(
                 SubTaskStatus.FAILED, "no usable model: " + "; ".join(problems), None, Usage()
             )
-            return await self._decide(assignment, run_id, outcome, None, checkpoint)
-        budget = (
-            BudgetGate(
-                self.ledger,
-                assignment.task_id,
-                assignment.budget,
-                holder=f"{assignment.subtask_id}:{assignment.attempt}",
-            )
-            if self.ledger is not None
-            else None
+            finished = self._finished(assignment, state.run_id, outcome)
+            state.phase = RunPhase.FINISHED
+            state.finished = finished
+            await handle.save(state)
+            return finished
+        loop = AgentLoop(assignment, self._context(assignment, models, handle), state)
+        outcome = await loop.run()
+        log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
+        finished = self._finished(assignment, state.run_id, outcome)
+        await loop.decide(finished)
+        return finished
+
+    def _context(
+        self, assignment: SubTaskAssigned, models: list[Model], handle: RunCheckpointHandle
+    ) -> RunContext:
+        role, config = self.runtime.role_config, self.runtime.config
+        budget = BudgetGate(
+            self.bus.ledger,
+            assignment.task_id,
+            assignment.budget,
+            holder=f"{assignment.subtask_id}:{assignment.attempt}",
         )
-        context = RunContext(
-            system=self.role_config.system,
+        knowledge = self.bus.knowledge
+        return RunContext(
+            system=role.system,
             caller=ModelCaller(
                 models,
                 breakers=self.breakers,
-                retry=self.role_config.retry,
-                price_for=self.config.price_for,
+                retry=role.retry,
+                price_for=config.price_for,
                 budget=budget,
+                events=self.bus.publisher,
             ),
-            tools=ToolRunner(self.toolbox, breakers=self.breakers, retry=self.role_config.retry),
-            workspace=self.config.workspace_dir(),
+            tools=ToolRunner(self.runtime.toolbox, breakers=self.breakers, retry=role.retry),
+            workspace=config.workspace_dir(),
             clock=self.clock,
-            events=self.events,
-            run_id=run_id,
-            validators=self.validators,
-            output_retries=self.role_config.output_retries,
-            tool_options=self.config.tool_options,
-            tool_clients={"knowledge": self.knowledge} if self.knowledge else {},
-            checkpoint=checkpoint,
+            events=self.bus.publisher,
+            validators=self.runtime.validators,
+            output_retries=role.output_retries,
+            tool_options=config.tool_options,
+            tool_clients={"knowledge": knowledge} if knowledge is not None else {},
+            checkpoint=handle.save,
             cancelled=lambda: self._is_cancelled(assignment.task_id),
         )
-        loop = AgentLoop(assignment, context, resume=state)
-        outcome = await loop.run()
-        log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
-        return await self._decide(assignment, run_id, outcome, loop.snapshot(owner), checkpoint)
-
-    async def _decide(
-        self,
-        assignment: SubTaskAssigned,
-        run_id: str,
-        outcome: RunOutcome,
-        snapshot: RunState | None,
-        checkpoint: Callable[[RunState], Awaitable[None]],
-    ) -> SubTaskFinished:
-        """Record the terminal event in the checkpoint before it is published."""
-        finished = self._finished(assignment, run_id=run_id, outcome=outcome)
-        state = snapshot or RunState(run_id=run_id, owner="", messages=[])
-        state.finished = finished.model_dump(mode="json")
-        await checkpoint(state)
-        return finished
 
     def _finished(
-        self, assignment: SubTaskAssigned, *, run_id: str, outcome: RunOutcome
+        self, assignment: SubTaskAssigned, run_id: str, outcome: RunOutcome
     ) -> SubTaskFinished:
         return SubTaskFinished(
             task_id=assignment.task_id,
@@ -320,40 +244,31 @@ class AgentService:
             flags=outcome.flags,
         )
 
-    async def handle(self, assignment: SubTaskAssigned, msg: NatsMessage) -> None:
-        """Handler edge: run with heartbeats, publish the terminal event, settle.
 
-        An assignment that fails validation never gets here: the broker's middleware
-        terminates it (see `hivebus.core.settle`).
-        """
-        try:
-            async with heartbeat(msg, self.settings.heartbeat_s):
-                finished = await self.execute(assignment)
-                await self.events.finished(finished)
-        except RunFencedError:
-            # Another worker holds this run now; its delivery settles the message.
-            log.warning("run_fenced", delivery=msg.raw_message.metadata.num_delivered)
-            return
-        except Exception as exc:
-            log.exception("run_not_reported", error=repr(exc))
-            await msg.nack(delay=NAK_DELAY_S)
-            return
-        await msg.ack()
+async def handle_work(
+    assignment: SubTaskAssigned,
+    msg: NatsMessage,
+    service: AgentService = Context(SERVICE_CONTEXT_KEY),
+) -> None:
+    """Handler edge: run the assignment, publish its terminal event, settle by the Settler.
+
+    An assignment that fails validation never gets here: the broker's middleware terminates
+    it (see `hivebus.core.settle`).
+    """
+    await service.bus.settler.run(msg, service.work(assignment, msg))
 
 
 def build_agent_broker(
-    settings: Settings, config: HivebusConfig, role: str, url: str, clock: Clock | None = None
-) -> tuple[NatsBroker, AgentService]:
-    """A FastStream broker with the role's work subscriber; start it with `await broker.start()`."""
-    broker = new_broker(url, f"agent-{role}")
-    service = AgentService(settings, config, role, broker, clock)
-    role_config = config.roles[role]
+    settings: Settings, config: HivebusConfig, role: str, url: str
+) -> NatsBroker:
+    """A FastStream broker with the role's work subscriber; needs no server until started."""
+    broker = new_broker(url, f"agent-{role}", settings)
     subscriber = broker.subscriber(
         subjects.work(role),
         stream=JStream(subjects.WORK_STREAM, declare=False),
         durable=subjects.agent_consumer(role),
         pull_sub=PullSub(batch_size=1, timeout=1.0),
-        max_workers=role_config.concurrency,
+        max_workers=role_config(config, role).concurrency,
         ack_policy=AckPolicy.MANUAL,
         title=f"work.{role}",
         description=(
@@ -361,5 +276,41 @@ def build_agent_broker(
             "answered by SubTaskStarted, StepRecorded and SubTaskFinished on EVENTS."
         ),
     )
-    subscriber(service.handle)
-    return broker, service
+    subscriber(handle_work)
+    return broker
+
+
+async def start_agent(
+    settings: Settings,
+    config: HivebusConfig,
+    role: str,
+    url: str,
+    clock: Clock | None = None,
+) -> NatsBroker:
+    """Start one role's agent (topology must exist); returns the running broker to stop later.
+
+    The role's tools and validators load before anything connects, so a bad configuration
+    fails at once.
+    """
+    runtime = RoleRuntime(settings, config, role)
+    broker = build_agent_broker(settings, config, role, url)
+    try:
+        js = await jetstream(broker)  # connects
+        publisher = Publisher(broker, settings.publish_timeout_s)
+        tasks = await js.key_value(subjects.TASKS_BUCKET)
+        bus = AgentBus(
+            publisher=publisher,
+            settler=Settler(publisher, settings.nak_delay_s),
+            tasks=tasks,
+            checkpoints=CheckpointStore(await js.key_value(subjects.RUNS_BUCKET)),
+            ledger=BudgetLedger(KvLedgerStore(tasks, settings.kv_cas_attempts)),
+            knowledge=KnowledgeClient(
+                broker, await js.key_value(subjects.KNOWLEDGE_BUCKET), publisher
+            ),
+        )
+        broker.context.set_global(SERVICE_CONTEXT_KEY, AgentService(settings, runtime, bus, clock))
+        await broker.start()
+    except BaseException:
+        await broker.stop()
+        raise
+    return broker

@@ -1,71 +1,98 @@
 """A role's tools: loaded from `module:function` names, called with validation, tier and timeout.
 
 Tool code may raise anything; `Toolbox.call` always returns a `ToolResult`.
+
+Synchronous tools run on the toolbox's own bounded thread pool. A thread cannot be stopped,
+so a sync tool that outlives its timeout keeps its thread until it returns by itself: it is
+*abandoned* (counted in `abandoned_threads`, logged as `tool_thread_abandoned`). The pool has
+room for `max_abandoned_threads` of them plus one call per concurrent run, so stuck threads
+never make a healthy call wait; once the bound is reached, new sync calls are answered at once
+with a `transient` error instead of queueing behind threads that may never come back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
-import importlib
+import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from hivebus.agent.errors import ToolDefinitionError, ToolFailure
+from hivebus.agent.tiers import TierDecision, TierPolicy
 from hivebus.agent.tool import Tool, ToolContext, as_tool
 from hivebus.agent.validators.secrets import redact_secrets
-from hivebus.contracts import Tier, ToolErrorKind, ToolResult
+from hivebus.contracts import Tier, ToolErrorKind, ToolResult, describe_validation_error
 from hivebus.core import get_logger
+from hivebus.core.loader import load_reference
 
 log = get_logger(__name__)
 
-TIER_ORDER = (Tier.READ, Tier.WRITE_SAFE, Tier.WRITE_RISKY, Tier.DESTRUCTIVE)
+DEFAULT_MAX_ABANDONED_THREADS = 8
+"""Sync tool threads still running after their call timed out, before new sync calls are refused
+(the service passes `Settings.max_abandoned_tool_threads`)."""
 
 
 def load_tool(ref: str) -> Tool:
     """Import `module:function` and return it as a tool."""
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ToolDefinitionError(
-            f"tool reference {ref!r} must look like 'package.module:function'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ToolDefinitionError(f"cannot import tool module {module_name!r}: {exc}") from exc
-    try:
-        obj = getattr(module, attr)
-    except AttributeError as exc:
-        raise ToolDefinitionError(f"module {module_name!r} has no tool {attr!r}") from exc
-    return as_tool(obj, ref)
-
-
-def _format_validation(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in exc.errors()
-    )
+    return as_tool(load_reference(ref, what="tool", error=ToolDefinitionError), ref)
 
 
 class Toolbox:
     """The tools of one role, and the tiers it may use."""
 
-    def __init__(self, tools: Iterable[Tool], allowed_tiers: Iterable[Tier]) -> None:
-        """Index tools by name; refuse two tools with one name."""
+    def __init__(
+        self,
+        tools: Iterable[Tool],
+        allowed_tiers: Iterable[Tier],
+        *,
+        max_abandoned_threads: int = DEFAULT_MAX_ABANDONED_THREADS,
+        concurrency: int = 1,
+    ) -> None:
+        """Index tools by name; refuse two tools with one name.
+
+        `concurrency` is how many runs call tools at once (the role's `concurrency`): the
+        thread pool holds that many threads besides the abandoned ones.
+        """
         self.tools: dict[str, Tool] = {}
         for item in tools:
             if item.name in self.tools:
                 raise ToolDefinitionError(f"two tools are named {item.name!r}")
             self.tools[item.name] = item
-        self.allowed_tiers = frozenset(allowed_tiers)
+        self.tiers = TierPolicy.of(allowed_tiers)
+        self.max_abandoned_threads = max_abandoned_threads
+        self._threads = ThreadPoolExecutor(
+            max_workers=max_abandoned_threads + concurrency, thread_name_prefix="hivebus-tool"
+        )
+        self._lock = threading.Lock()
+        self._abandoned = 0
 
     @classmethod
-    def from_refs(cls, refs: Iterable[str], allowed_tiers: Iterable[Tier]) -> Toolbox:
+    def from_refs(
+        cls,
+        refs: Iterable[str],
+        allowed_tiers: Iterable[Tier],
+        *,
+        max_abandoned_threads: int = DEFAULT_MAX_ABANDONED_THREADS,
+        concurrency: int = 1,
+    ) -> Toolbox:
         """Load every `module:function` reference."""
-        return cls((load_tool(ref) for ref in refs), allowed_tiers)
+        return cls(
+            (load_tool(ref) for ref in refs),
+            allowed_tiers,
+            max_abandoned_threads=max_abandoned_threads,
+            concurrency=concurrency,
+        )
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Sync tool threads still running after their call timed out."""
+        return self._abandoned
 
     def specs(self) -> list[Tool]:
         """The tools, in a stable order, for the model's tool list."""
@@ -82,12 +109,8 @@ class Toolbox:
                 f"there is no tool named {name!r}",
                 f"use one of: {', '.join(sorted(self.tools)) or '(no tools)'}",
             )
-        if found.tier not in self.allowed_tiers:
-            return ToolResult.failure(
-                ToolErrorKind.DENIED,
-                f"tool {name!r} has tier {found.tier.value!r}, which this role may not use",
-                "finish without this action, or say in your answer that it needs a person",
-            )
+        if self.tiers.decide(found.tier) is TierDecision.DENY:
+            return self.tiers.denied(name, found.tier)
         if not isinstance(args, dict):
             return ToolResult.failure(
                 ToolErrorKind.INVALID_ARGUMENTS,
@@ -99,23 +122,41 @@ class Toolbox:
         except ValidationError as exc:
             return ToolResult.failure(
                 ToolErrorKind.INVALID_ARGUMENTS,
-                f"invalid arguments for {name!r}: {_format_validation(exc)}",
+                f"invalid arguments for {name!r}: "
+                + "; ".join(describe_validation_error(exc, "arguments")),
                 "fix the arguments to match the tool's input schema and call it again",
             )
         kwargs = dict(parsed)
         if found.context_param is not None:
             kwargs[found.context_param] = context
+        if not found.is_async and self._abandoned >= self.max_abandoned_threads:
+            return self._too_many_stuck(name)
         limit = found.timeout_s if timeout_s is None else min(found.timeout_s, timeout_s)
         return await self._invoke(found, kwargs, limit)
 
+    def _too_many_stuck(self, name: str) -> ToolResult:
+        """A sync call refused at once: its thread would queue behind ones that may never end."""
+        return ToolResult.failure(
+            ToolErrorKind.TRANSIENT,
+            f"too many tool threads are stuck ({self._abandoned} of at most "
+            f"{self.max_abandoned_threads} still running after their calls timed out); "
+            f"tool {name!r} was not called",
+            "try again later, use another tool, or continue without this result",
+        )
+
     async def _invoke(self, found: Tool, kwargs: dict[str, Any], limit: float) -> ToolResult:
         deadline = asyncio.timeout(limit)
+        thread: Future[Any] | None = None
         try:
             async with deadline:
                 if found.is_async:
                     value = await found.func(**kwargs)
                 else:
-                    value = await asyncio.to_thread(functools.partial(found.func, **kwargs))
+                    # The tool sees the caller's context variables (bound log ids), as with
+                    # `asyncio.to_thread`.
+                    call = functools.partial(found.func, **kwargs)
+                    thread = self._threads.submit(contextvars.copy_context().run, call)
+                    value = await asyncio.wrap_future(thread)
         except TimeoutError as exc:
             if not deadline.expired():  # the tool's own timeout (a socket, say): transient
                 return ToolResult.failure(
@@ -137,6 +178,9 @@ class Toolbox:
                 redact_secrets(f"tool {found.name!r} failed: {type(exc).__name__}: {exc}"),
                 "do not repeat the same call; try other arguments or another approach",
             )
+        finally:
+            if thread is not None and not thread.done():
+                self._abandon(found.name, thread)
         try:
             return ToolResult.success(to_jsonable_python(value))
         except Exception as exc:  # noqa: BLE001 - an unserializable result is a tool bug
@@ -145,3 +189,20 @@ class Toolbox:
                 f"tool {found.name!r} returned a value that is not JSON: {type(exc).__name__}",
                 "continue without this result",
             )
+
+    def _abandon(self, name: str, thread: Future[Any]) -> None:
+        """Count a thread left running by a timed-out call until it returns by itself."""
+        with self._lock:
+            self._abandoned += 1
+            count = self._abandoned
+        log.warning(
+            "tool_thread_abandoned", tool=name, abandoned=count, bound=self.max_abandoned_threads
+        )
+        thread.add_done_callback(functools.partial(self._returned, name))
+
+    def _returned(self, name: str, _thread: Future[Any]) -> None:
+        # Runs in the worker thread, or at once if the thread returned meanwhile.
+        with self._lock:
+            self._abandoned -= 1
+            count = self._abandoned
+        log.info("tool_thread_returned", tool=name, abandoned=count)

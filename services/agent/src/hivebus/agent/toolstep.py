@@ -1,9 +1,16 @@
-"""One tool call inside a run: its breaker, retries of transient failures, loop detection."""
+"""One tool call inside a run: its breaker permit, retries of transient failures.
+
+unknown tool             -> the toolbox answers `unknown_tool` (no breaker)
+no breaker permit        -> `transient` "switched off" without calling the tool
+call, retrying transient results (backoff + jitter, bounded by attempts and time)
+transient or timeout     -> the permit fails (unless the run's own time cut the call)
+ok                       -> the permit succeeds
+any other result         -> the permit is released: the caller's fault, not the tool's
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,8 +19,13 @@ from hivebus.agent.errors import AgentError
 from hivebus.agent.tool import ToolContext
 from hivebus.agent.toolbox import Toolbox
 from hivebus.contracts import RetryRecord, ToolErrorKind, ToolResult
-from hivebus.core.reliability import BreakerRegistry, BreakerState, RetryPolicy, retry_transient
-from hivebus.core.reliability.retry import RetryAttempt
+from hivebus.core.reliability import (
+    BreakerRegistry,
+    Permit,
+    RetryAttempt,
+    RetryPolicy,
+    retry_transient,
+)
 
 UNHEALTHY = frozenset({ToolErrorKind.TRANSIENT, ToolErrorKind.TIMEOUT})
 """Failures that say the tool is unwell (counted by its breaker); the others are the caller's."""
@@ -35,13 +47,6 @@ class ToolStep:
 
     result: ToolResult
     retries: list[RetryRecord] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    breaker_changes: list[tuple[str, BreakerState, BreakerState]] = field(default_factory=list)
-
-
-def call_signature(name: str, args: Any) -> str:
-    """A canonical form of a call, to recognise the same call with the same arguments."""
-    return f"{name}:{json.dumps(args, sort_keys=True, default=str)}"
 
 
 class ToolRunner:
@@ -66,17 +71,14 @@ class ToolRunner:
     ) -> ToolStep:
         """Call a tool; transient failures are retried, a tool whose breaker is open is not."""
         found = self.toolbox.tools.get(name)
-        breaker = self.breakers.get(f"tool:{name}") if found is not None else None
         # A timeout caused by the run running out of time says nothing about the tool's health.
         cut_by_run = found is not None and time_left() < found.timeout_s
-        trial = False
         step = ToolStep(result=ToolResult.success(None))
-        if breaker is not None:
-            before = breaker.state
-            allowed = breaker.allow()
-            trial = breaker.granted_trial
-            _note(step, breaker.name, before, breaker.state)
-            if not allowed:
+        permit: Permit | None = None
+        if found is not None:
+            breaker = self.breakers.get(f"tool:{name}")
+            permit = breaker.allow()
+            if permit is None:
                 wait = breaker.seconds_until_trial()
                 step.result = ToolResult.failure(
                     ToolErrorKind.TRANSIENT,
@@ -102,25 +104,25 @@ class ToolRunner:
             )
 
         try:
-            step.result = await retry_transient(
-                once, self.retry, sleep=self.sleep, time_left=time_left, on_retry=record
-            )
-        except _TransientError as exc:
-            step.result = exc.result
-        if breaker is not None:
-            before = breaker.state
-            kind = step.result.error.kind if step.result.error is not None else None
-            if kind in UNHEALTHY and not (kind == ToolErrorKind.TIMEOUT and cut_by_run):
-                breaker.record_failure()
-            elif step.result.ok:
-                breaker.record_success()
-            else:
-                breaker.release(trial=trial)
-            _note(step, breaker.name, before, breaker.state)
+            try:
+                step.result = await retry_transient(
+                    once, self.retry, sleep=self.sleep, time_left=time_left, on_retry=record
+                )
+            except _TransientError as exc:
+                step.result = exc.result
+            if permit is not None:
+                _settle(permit, step.result, cut_by_run=cut_by_run)
+        finally:
+            if permit is not None:
+                permit.release()  # a call cancelled or crashed says nothing about health
         return step
 
 
-def _note(step: ToolStep, name: str, old: BreakerState, new: BreakerState) -> None:
-    if old != new:
-        step.breaker_changes.append((name, old, new))
-        step.notes.append(f"breaker {name}: {old.value} -> {new.value}")
+def _settle(permit: Permit, result: ToolResult, *, cut_by_run: bool) -> None:
+    kind = result.error.kind if result.error is not None else None
+    if kind in UNHEALTHY and not (kind == ToolErrorKind.TIMEOUT and cut_by_run):
+        permit.failure()
+    elif result.ok:
+        permit.success()
+    else:
+        permit.release()

@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
 from faststream.nats import JStream, NatsBroker
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from hivebus.contracts import (
-    BreakerChanged,
-    BudgetWarning,
+    EVENTS_BY_KIND,
     CancelRequested,
     DeadLetter,
-    NoteCommitted,
-    StepRecorded,
+    RunCheckpoint,
+    RunPhase,
     SubTaskAssigned,
-    SubTaskFinished,
-    SubTaskStarted,
+    SubTaskState,
     TaskFinished,
-    TaskRejected,
+    TaskMeta,
     TaskSubmitted,
     subjects,
 )
-from hivebus.contracts.subjects import ControlKind, DeadLetterKind
-from hivebus.core import Settings, jetstream, new_broker
-from hivebus.orchestrator.state import KvStore, SubTaskState, TaskMeta
+from hivebus.contracts.subjects import DeadLetterKind
+from hivebus.core import Publisher, Settings, jetstream, new_broker
+from hivebus.core import kv as kvcas
+from hivebus.core.yamlfile import load_yaml
 
 
 class PlanFileError(Exception):
@@ -42,44 +39,22 @@ class ReplayError(Exception):
     """A dead letter that cannot be replayed (missing, or not a replayable kind)."""
 
 
-EVENT_TYPES: dict[str, type[BaseModel]] = {
-    "subtask_started": SubTaskStarted,
-    "step": StepRecorded,
-    "subtask_finished": SubTaskFinished,
-    "task_finished": TaskFinished,
-    "task_rejected": TaskRejected,
-    "budget_warning": BudgetWarning,
-    "breaker_changed": BreakerChanged,
-    "note_committed": NoteCommitted,
-}
-
 FINAL_KINDS = ("task_finished", "task_rejected")
 
 
 def load_plan_file(path: Path, task_id: str | None = None) -> dict[str, Any]:
     """Read a plan file into a submission body (validated by the orchestrator, not here).
 
-    The file holds `goal`, optional `task_id`, `budget` and `subtasks`; relative
-    `scripted:` model paths are made absolute against the file's directory.
+    The file holds `goal`, optional `task_id`, `budget` and `subtasks`. A sub-task's
+    `scripted:` model path is relative to the configuration's directory (where the services
+    look for it), not to the plan file.
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PlanFileError(f"cannot read plan {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise PlanFileError(f"plan {path} is not valid YAML: {exc}") from exc
+    data = load_yaml(path, what="plan", error=PlanFileError)
     if not isinstance(data, dict):
         raise PlanFileError(f"plan {path} must be a mapping with `goal` and `subtasks`")
     body: dict[str, Any] = {k: v for k, v in data.items() if k != "subtasks"}
     subtasks = data.get("subtasks")
     if isinstance(subtasks, list):
-        base = path.resolve().parent
-        for item in subtasks:
-            model = item.get("model") if isinstance(item, dict) else None
-            if isinstance(model, str) and model.startswith("scripted:"):
-                script = Path(model.removeprefix("scripted:"))
-                if not script.is_absolute():
-                    item["model"] = f"scripted:{(base / script).resolve()}"
         body["plan"] = {"subtasks": subtasks}
     body["task_id"] = task_id or body.get("task_id") or f"t-{uuid.uuid4().hex[:12]}"
     return body
@@ -91,7 +66,8 @@ class HiveClient:
     def __init__(self, url: str, settings: Settings) -> None:
         """Connect lazily to `url`."""
         self.settings = settings
-        self.broker: NatsBroker = new_broker(url, "client")
+        self.broker: NatsBroker = new_broker(url, "client", settings)
+        self.publisher = Publisher(self.broker, settings.publish_timeout_s)
 
     async def __aenter__(self) -> Self:
         """Connect."""
@@ -103,7 +79,11 @@ class HiveClient:
         await self.broker.stop()
 
     async def submit(self, body: dict[str, Any]) -> str:
-        """Publish a submission with `Nats-Msg-Id` = task id; returns the task id."""
+        """Publish a submission with `Nats-Msg-Id` = task id; returns the task id.
+
+        The body goes as the client wrote it (the orchestrator validates it and answers bad
+        input with a `TaskRejected`), so it is published raw, to the submission subject.
+        """
         task_id = str(body["task_id"])
         await self.broker.publish(
             body,
@@ -140,7 +120,7 @@ class HiveClient:
                 # after max_ack_pending (1,000) events and redelivers them later.
                 await message.ack()
                 kind = message.raw_message.subject.rsplit(".", 1)[-1]
-                model = EVENT_TYPES.get(kind)
+                model = EVENTS_BY_KIND.get(kind)
                 if model is None:
                     continue
                 event = model.model_validate_json(message.body)
@@ -152,12 +132,7 @@ class HiveClient:
 
     async def cancel(self, task_id: str, reason: str) -> None:
         """Ask the orchestrator to cancel a task (runs stop at their next step boundary)."""
-        await self.broker.publish(
-            CancelRequested(task_id=task_id, reason=reason),
-            subjects.control(task_id, ControlKind.CANCEL),
-            stream=subjects.CONTROL_STREAM,
-            timeout=self.settings.publish_timeout_s,
-        )
+        await self.publisher.publish(CancelRequested(task_id=task_id, reason=reason))
 
     async def dead_letters(self, limit: int = 1000) -> list[tuple[int, DeadLetter]]:
         """Dead letters by stream sequence, oldest first (at most `limit`)."""
@@ -215,12 +190,15 @@ class HiveClient:
             "output_schema": assignment.output_schema,
             "kind": assignment.subtask_kind,
         }
-        if from_checkpoint and isinstance(letter.checkpoint, dict):
-            state = {**letter.checkpoint, "finished": None, "owner": ""}
+        if from_checkpoint and letter.checkpoint is not None:
+            checkpoint = RunCheckpoint.model_validate(letter.checkpoint)
+            state = checkpoint.model_copy(update={"finished": None, "owner": ""})
+            if state.phase == RunPhase.FINISHED:
+                state.phase = RunPhase.MODEL
             js = await jetstream(self.broker)
             runs = await js.key_value(subjects.RUNS_BUCKET)
             key = subjects.checkpoint_key(task_id, assignment.subtask_id, 1)
-            await runs.put(key, json.dumps(state).encode())
+            await runs.put(key, state.model_dump_json().encode())
         await self.submit(
             {
                 "task_id": task_id,
@@ -236,13 +214,15 @@ class HiveClient:
     ) -> tuple[TaskMeta | None, list[SubTaskState], TaskFinished | None]:
         """The task's state from KV: meta, every sub-task, and the result if finished."""
         js = await jetstream(self.broker)
-        store = KvStore(await js.key_value(subjects.TASKS_BUCKET))
-        meta = await store.read_meta(task_id)
-        submission = await store.load_plan(task_id)
+        tasks = await js.key_value(subjects.TASKS_BUCKET)
+        meta, _ = await kvcas.read(tasks, subjects.meta_key(task_id), TaskMeta)
+        submission, _ = await kvcas.read(tasks, subjects.plan_key(task_id), TaskSubmitted)
         states: list[SubTaskState] = []
         if submission is not None and submission.plan is not None:
             for spec in submission.plan.subtasks:
-                state = await store.read_subtask(task_id, spec.id)
+                key = subjects.subtask_key(task_id, spec.id)
+                state, _ = await kvcas.read(tasks, key, SubTaskState)
                 if state is not None:
                     states.append(state)
-        return meta, states, await store.read_result(task_id)
+        result, _ = await kvcas.read(tasks, subjects.result_key(task_id), TaskFinished)
+        return meta, states, result

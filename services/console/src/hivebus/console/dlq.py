@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hivebus.console.client import HiveClient, ReplayError
-from hivebus.console.options import EXIT_ERROR, JsonOption, settings_from_env, url_or_exit
-from hivebus.console.render import stderr_console
+from hivebus.console.options import JsonOption, settings_from_env, url_or_exit
+from hivebus.console.render import EXIT_ERROR, stderr_console
 from hivebus.contracts import DeadLetter
 
 dlq_app = typer.Typer(help="The dead-letter queue: what could not finish, and replaying it.")

@@ -12,8 +12,8 @@ from hivebus.console.client import PlanFileError, load_plan_file
 from hivebus.console.render import stderr_console
 from hivebus.core import ConfigError, HivebusConfig, Settings, configure_logging, load_config
 
-EXIT_ERROR = 1
 EXIT_USAGE = 2
+"""Exit code of a usage error: a bad option, an unreadable plan or configuration."""
 
 ConfigOption = Annotated[
     Path | None,

@@ -1,14 +1,18 @@
-"""What the CLI shows: progress lines while a task runs, a summary table at the end."""
+"""What the CLI shows: progress while a task runs, a summary table and an exit code at its end."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from hivebus.console.client import HiveClient
 from hivebus.contracts import (
     BreakerChanged,
     BudgetWarning,
@@ -32,6 +36,9 @@ EXIT_CODES: dict[TaskStatus, int] = {
 }
 """Exit codes of `run`, `demo` and `submit --wait`: 0 only for `completed`.
 1 is an unexpected error, 2 a usage error (bad option, unreadable file)."""
+
+EXIT_ERROR = 1
+"""Exit code of an unexpected error."""
 
 EXIT_REJECTED = 8
 """Exit code when the submission was refused (`TaskRejected`)."""
@@ -137,3 +144,30 @@ def summary_table(result: TaskFinished) -> Table:
 def stderr_console() -> Console:
     """Progress goes to stderr so stdout stays for results."""
     return Console(stderr=True, highlight=False)
+
+
+async def follow_to_end(
+    client: HiveClient, task_id: str, console: Console, timeout_s: float | None
+) -> TaskFinished | TaskRejected:
+    """Print progress lines until the task finishes or is rejected; return that event."""
+    async with asyncio.timeout(timeout_s):
+        async for _kind, event in client.follow(task_id):
+            line = progress_line(event)
+            if line:
+                console.print(line)
+            if isinstance(event, TaskFinished | TaskRejected):
+                return event
+    raise TimeoutError(task_id)
+
+
+def report(result: TaskFinished | TaskRejected, *, json_out: bool) -> int:
+    """Print the final event (JSON or a table) and return the exit code."""
+    if json_out:
+        typer.echo(result.model_dump_json())
+    elif isinstance(result, TaskFinished):
+        Console().print(summary_table(result))
+        if result.output is not None:
+            Console().print_json(json.dumps(result.output, default=str))
+    if isinstance(result, TaskRejected):
+        return EXIT_REJECTED
+    return EXIT_CODES.get(result.status, EXIT_ERROR)

@@ -10,47 +10,23 @@ from typing import Self
 
 from faststream.nats import NatsBroker
 
-from hivebus.agent.service import build_agent_broker
+from hivebus.agent.service import start_agent
 from hivebus.core import EmbeddedNats, HivebusConfig, Settings, get_logger, jetstream, new_broker
 from hivebus.core.topology import provision
-from hivebus.knowledge.service import build_knowledge_broker
-from hivebus.orchestrator.service import build_orchestrator_broker
+from hivebus.knowledge.service import start_knowledge
+from hivebus.orchestrator.service import start_orchestrator
 
 log = get_logger(__name__)
 
 
 async def provision_all(url: str, settings: Settings, roles: list[str]) -> None:
     """Create streams, buckets and consumers on the server at `url` (idempotent)."""
-    broker = new_broker(url, "provision")
+    broker = new_broker(url, "provision", settings)
     try:
         js = await jetstream(broker)
         await provision(js, settings, roles)
     finally:
         await broker.stop()
-
-
-async def start_orchestrator(settings: Settings, config: HivebusConfig, url: str) -> NatsBroker:
-    """Start the orchestrator's broker (topology must exist)."""
-    broker, service = build_orchestrator_broker(settings, config, url)
-    await service.prepare()
-    await broker.start()
-    return broker
-
-
-async def start_knowledge(settings: Settings, root: Path, url: str) -> NatsBroker:
-    """Start the knowledge service over the repository at `root`."""
-    broker, service = build_knowledge_broker(settings, root, url)
-    await service.prepare()
-    await broker.start()
-    return broker
-
-
-async def start_agent(settings: Settings, config: HivebusConfig, role: str, url: str) -> NatsBroker:
-    """Start one role's agent broker (topology must exist)."""
-    broker, service = build_agent_broker(settings, config, role, url)
-    await service.prepare()
-    await broker.start()
-    return broker
 
 
 class LocalStack:

@@ -1,12 +1,21 @@
 """hivebus core: settings, configuration, logging, bus connection, topology, embedded NATS."""
 
-from hivebus.core.bus import jetstream, new_broker, publish_event
+from hivebus.core.bus import jetstream, new_broker
 from hivebus.core.clock import Clock, SystemClock
 from hivebus.core.config import HivebusConfig, Price, RoleConfig, load_config, parse_config
 from hivebus.core.embedded import EmbeddedNats
-from hivebus.core.errors import CasConflictError, ConfigError, CoreError, EmbeddedServerError
+from hivebus.core.errors import (
+    CasConflictError,
+    ConfigError,
+    CoreError,
+    EmbeddedServerError,
+    SupersededError,
+    UndecodableError,
+)
 from hivebus.core.logging import bind_ids, configure_logging, get_logger
+from hivebus.core.publisher import EventSink, Publisher
 from hivebus.core.settings import Settings
+from hivebus.core.settle import Settler
 
 __all__ = [
     "CasConflictError",
@@ -15,11 +24,16 @@ __all__ = [
     "CoreError",
     "EmbeddedNats",
     "EmbeddedServerError",
+    "EventSink",
     "HivebusConfig",
     "Price",
+    "Publisher",
     "RoleConfig",
     "Settings",
+    "Settler",
+    "SupersededError",
     "SystemClock",
+    "UndecodableError",
     "bind_ids",
     "configure_logging",
     "get_logger",
@@ -27,5 +41,4 @@ __all__ = [
     "load_config",
     "new_broker",
     "parse_config",
-    "publish_event",
 ]

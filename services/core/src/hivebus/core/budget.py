@@ -179,7 +179,7 @@ class KvLedgerStore:
     async def update(self, task_id: str, change: LedgerChange) -> tuple[LedgerState | None, bool]:
         """See `LedgerStore`."""
         return await kvcas.cas_update(
-            self.kv, f"{task_id}.{subjects.LEDGER_KEY_SUFFIX}", LedgerState, change, self.attempts
+            self.kv, subjects.ledger_key(task_id), LedgerState, change, self.attempts
         )
 
 

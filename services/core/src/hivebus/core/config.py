@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hivebus.contracts import ROLE_PATTERN, Limits, Tier
+from hivebus.contracts import ROLE_PATTERN, Limits, Tier, describe_validation_error
 from hivebus.core.errors import ConfigError
 from hivebus.core.reliability import BreakerPolicy, RetryPolicy
+from hivebus.core.yamlfile import load_yaml
 
 DEFAULT_VALIDATORS = (
     "hivebus.agent.validators.secrets:secrets",
@@ -83,6 +83,10 @@ class Price(BaseModel):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
 
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for a call that used these tokens: the one cost formula."""
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
 
 class HivebusConfig(BaseModel):
     """The whole configuration file, with relative paths resolved against `base_dir`."""
@@ -131,9 +135,7 @@ def parse_config(data: Any, base_dir: Path) -> HivebusConfig:
     try:
         config = HivebusConfig.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(describe_validation_error(exc, "configuration"))
         raise ConfigError(f"invalid configuration: {problems}") from exc
     bad = [name for name in config.roles if re.fullmatch(ROLE_PATTERN, name) is None]
     if bad:
@@ -143,12 +145,5 @@ def parse_config(data: Any, base_dir: Path) -> HivebusConfig:
 
 def load_config(path: Path) -> HivebusConfig:
     """Read and validate a `hivebus.yaml` file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from exc
+    data = load_yaml(path, what="configuration", error=ConfigError)
     return parse_config(data, path.resolve().parent)

@@ -22,26 +22,35 @@ from hivebus.contracts.knowledge import (
     NoteWrite,
     NoteWriteResult,
 )
+from hivebus.core.publisher import Publisher
 
 REQUEST_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
-
-
-async def publish_note_write(broker: NatsBroker, write: NoteWrite, timeout_s: float = 5.0) -> None:
-    """Put a write on the KNOWLEDGE stream, deduplicated by its write id."""
-    await broker.publish(
-        write,
-        subjects.KNOWLEDGE_WRITE,
-        headers={subjects.MSG_ID_HEADER: f"kb:{write.write_id}"},
-        stream=subjects.KNOWLEDGE_STREAM,
-        timeout=timeout_s,
-    )
 
 
 class KnowledgeUnavailableError(Exception):
     """The knowledge service did not answer in time."""
 
     retryable = True
+
+
+async def wait_for_write(
+    results: KeyValue, write_id: str, timeout_s: float
+) -> NoteWriteResult | None:
+    """The result of a write once the knowledge service applied it; None if not in `timeout_s`."""
+    delay = 0.01
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    entry = await results.get(subjects.knowledge_result_key(write_id))
+                except KeyNotFoundError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+                    continue
+                return NoteWriteResult.model_validate_json(entry.value or b"{}")
+    except TimeoutError:
+        return None
 
 
 class KnowledgeClient:
@@ -51,24 +60,19 @@ class KnowledgeClient:
     result is read back from KV `knowledge` by write id. Reads are request/reply.
     """
 
-    def __init__(self, broker: NatsBroker, results: KeyValue) -> None:
-        """Use a connected broker and the `knowledge` bucket."""
+    def __init__(self, broker: NatsBroker, results: KeyValue, publisher: Publisher) -> None:
+        """Use a connected broker, the `knowledge` bucket and the service's publisher."""
         self.broker = broker
         self.results = results
+        self.publisher = publisher
 
     async def write(self, write: NoteWrite, timeout_s: float = WRITE_TIMEOUT_S) -> NoteWriteResult:
         """Submit a write and wait for its result (conflicts come back as results)."""
-        await publish_note_write(self.broker, write)
-        delay = 0.01
-        async with asyncio.timeout(timeout_s):
-            while True:
-                try:
-                    entry = await self.results.get(f"write.{write.write_id}")
-                except KeyNotFoundError:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.2)
-                    continue
-                return NoteWriteResult.model_validate_json(entry.value or b"{}")
+        await self.publisher.publish(write)
+        result = await wait_for_write(self.results, write.write_id, timeout_s)
+        if result is None:
+            raise KnowledgeUnavailableError(f"write {write.write_id} not applied in {timeout_s:g}s")
+        return result
 
     async def _ask(self, subject: str, request: BaseModel, answer: type[BaseModel]) -> BaseModel:
         try:

@@ -39,6 +39,20 @@ class Settings(BaseSettings):
         description="Any Anthropic-compatible endpoint.",
     )
     publish_timeout_s: float = Field(default=5.0, gt=0, description="JetStream publish ack wait.")
+    nak_delay_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Delay before a message whose handler failed with a retryable error is "
+        "delivered again (every service, every consumer).",
+    )
+    handover_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long the orchestrator waits for a large dependency output's note to "
+        "be committed before it retries the hand-over later.",
+    )
     work_ack_wait_s: float = Field(
         default=60.0, gt=0, description="Seconds a worker holds a sub-task between heartbeats."
     )
@@ -51,6 +65,13 @@ class Settings(BaseSettings):
     work_max_deliver: int = Field(default=5, ge=1, description="Deliveries before dead-letter.")
     heartbeat_s: float = Field(
         default=10.0, gt=0, description="How often a working agent calls `in_progress()`."
+    )
+    max_abandoned_tool_threads: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Threads of synchronous tools still running after their call timed out, "
+        "per agent process, before new synchronous tool calls are refused as transient.",
     )
     replicas: int = Field(
         default=1, ge=1, le=5, description="Replicas of every stream and bucket (3 on a cluster)."

@@ -93,55 +93,17 @@ def _pull_consumer(durable: str, subject: str, ack_wait: float, max_deliver: int
 
 
 def orchestrator_consumers(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
-    """Durable pull consumers of the orchestrator: submissions, and each result kind."""
+    """Durable pull consumers of the orchestrator: submissions, results, controls, advisories."""
     max_deliver = settings.work_max_deliver * 4
-    consumers = [
+    return [
         (
-            subjects.TASKS_STREAM,
+            consumer.stream,
             _pull_consumer(
-                subjects.ORCHESTRATOR_SUBMIT_CONSUMER,
-                subjects.SUBMIT,
-                settings.orchestrator_ack_wait_s,
-                max_deliver,
+                consumer.durable, consumer.subject, settings.orchestrator_ack_wait_s, max_deliver
             ),
         )
+        for consumer in subjects.orchestrator_inputs()
     ]
-    consumers.extend(
-        (
-            subjects.EVENTS_STREAM,
-            _pull_consumer(
-                subjects.orchestrator_consumer(kind),
-                subjects.events_of_kind(kind),
-                settings.orchestrator_ack_wait_s,
-                max_deliver,
-            ),
-        )
-        for kind in subjects.RESULT_KINDS
-    )
-    consumers.extend(
-        (
-            subjects.CONTROL_STREAM,
-            _pull_consumer(
-                subjects.orchestrator_control_consumer(kind),
-                subjects.control_of_kind(kind),
-                settings.orchestrator_ack_wait_s,
-                max_deliver,
-            ),
-        )
-        for kind in (subjects.ControlKind.CANCEL, subjects.ControlKind.DEADLINE)
-    )
-    consumers.append(
-        (
-            subjects.ADVISORIES_STREAM,
-            _pull_consumer(
-                subjects.ORCHESTRATOR_ADVISORY_CONSUMER,
-                subjects.MAX_DELIVERIES_ADVISORY,
-                settings.orchestrator_ack_wait_s,
-                max_deliver,
-            ),
-        )
-    )
-    return consumers
 
 
 def agent_consumer(settings: Settings, role: str) -> tuple[str, ConsumerConfig]:

@@ -1,11 +1,16 @@
 """Errors raised by hivebus-knowledge.
 
 KnowledgeError                root; `retryable` says whether trying again can help
-├── InvalidPathError          a note path is not `[a-z0-9_-]` segments ending in `.md`
+├── InvalidPathError          a note path is not `[a-z0-9_-]` segments ending in `.md`, or
+│                             leads through a symbolic link or out of the store
 ├── NoteTooLargeError         a note is over `MAX_NOTE_BYTES` once encoded
-└── InvalidNoteError          a note's front matter is not valid YAML or has wrong fields
+├── InvalidNoteError          a note's front matter is not valid YAML or has wrong fields
+└── GitError                  (in `hivebus.knowledge.git`) a git call failed; retryable
+                              only when it timed out
 
-Every message says what to do instead, because it may reach a model as a tool result.
+Every message of the first three says what to do instead, because it may reach a model as a
+tool result (as the `error` of an `invalid` write). A `GitError` never does: it settles the
+write message (nak when retryable, else terminate).
 """
 
 from __future__ import annotations

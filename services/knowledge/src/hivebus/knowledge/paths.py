@@ -1,8 +1,10 @@
 """Note paths: which names the store accepts, and how they map to files under its root.
 
-A path is checked twice: as text (`validate_note_path`, the only gate for names that come from a
-model) and against the file system (`resolve_in_repo`, which refuses symbolic links and anything
-that would resolve outside the root). Paths the store makes itself come from `task_folder`.
+A path is checked as text (`validate_note_path`: reads and writes alike, so a name from a model
+never reaches git unchecked) and, before every write, against the file system too
+(`resolve_in_repo`: no symbolic link on the way, nothing that resolves outside the root), so
+a write never lands outside the repository. A task's folder is named by
+`hivebus.contracts.knowledge.task_folder`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,7 @@ MAX_PATH_LEVELS = 8
 SHARED = "shared"
 """Folder for notes that outlive any one task."""
 
-TASKS = "tasks"
-"""Folder holding one sub-folder per task."""
-
 _NOTE_PATH_RE = re.compile(NOTE_PATH_PATTERN)
-_SEGMENT_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_NOT_SEGMENT_CHAR_RE = re.compile(r"[^a-z0-9_-]")
 
 
 def _reason(path: str) -> str:
@@ -89,12 +86,3 @@ def resolve_in_repo(root: Path, path: str) -> Path:
     if not current.resolve().is_relative_to(base):
         raise InvalidPathError(path, "the path resolves outside the store")
     return current
-
-
-def task_folder(task_id: str) -> str:
-    """Return the folder for a task's notes: `tasks/<task id, lower-cased and made safe>`."""
-    segment = _NOT_SEGMENT_CHAR_RE.sub("-", task_id.lower())
-    folder = f"{TASKS}/{segment}"
-    if _SEGMENT_RE.fullmatch(segment) is None or len(folder) > MAX_PATH_CHARS // 2:
-        raise InvalidPathError(folder, f"task id {task_id[:80]!r} does not make a folder name")
-    return folder

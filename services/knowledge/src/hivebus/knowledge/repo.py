@@ -1,23 +1,24 @@
 """The Git layer of the knowledge store: one repository, driven through the `git` binary.
 
-`GitRepo` is used by the single writer of the store from one worker thread. Every call runs
-`git` with an argument list (never a shell string), in a scrubbed environment, with a bounded
-timeout. Revisions follow `--end-of-options` and paths follow `--` (and pathspecs are literal),
-so no string from a model can reach an option position. Failures raise `GitError`, which
-carries the command and git's stderr.
+`GitRepo` is used by the single writer of the store from one worker thread. Every call goes
+through `hivebus.knowledge.git.run_git` (an argument list, never a shell string, a scrubbed
+environment, a bounded timeout). Revisions follow `--end-of-options` and paths follow `--` (and
+pathspecs are literal), so no string from a model can reach an option position. Failures
+raise `GitError`, which carries the command and git's stderr.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GitError", "GitRepo", "LogEntry"]
+from hivebus.knowledge.git import GitError, find_git, git_environment, run_git
+
+__all__ = ["GitError", "GitRepo", "LastCommit", "LogEntry"]
 
 DEFAULT_TIMEOUT_S = 30.0
 """How long one git call may run before it is killed."""
@@ -47,26 +48,6 @@ _FIELDS_PER_ENTRY = 5
 _FSYNC_CONFIG_SINCE = (2, 36)
 
 
-class GitError(Exception):
-    """A git call failed, timed out or could not start; carries the command and stderr."""
-
-    def __init__(
-        self,
-        command: list[str],
-        stderr: str,
-        *,
-        returncode: int | None = None,
-        retryable: bool = False,
-    ) -> None:
-        """Record the failed command (argument list, no environment) and what git said."""
-        self.command = command
-        self.stderr = stderr
-        self.returncode = returncode
-        self.retryable = retryable
-        """True for a timeout, which may pass; a refusal by git will not."""
-        super().__init__(f"git failed ({returncode}): {' '.join(command)}: {stderr.strip()}")
-
-
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     """One commit in the history of the store or of one note."""
@@ -83,24 +64,20 @@ class LogEntry:
     """First line of the commit message."""
 
 
+@dataclass(frozen=True, slots=True)
+class LastCommit:
+    """The newest commit that touched one note."""
+
+    commit: str
+    """Full commit id."""
+    message: str
+    """The whole commit message (subject, blank line, body)."""
+
+
 def sanitise_identity(value: str, fallback: str) -> str:
     """Strip angle brackets and control characters from an author name or email."""
     cleaned = " ".join(_UNSAFE_IN_IDENTITY.sub(" ", value).split())
     return cleaned or fallback
-
-
-def git_environment() -> dict[str, str]:
-    """The environment every git call gets: no system or global config, no prompts, C locale."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": os.environ.get("HOME", "/"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_LITERAL_PATHSPECS": "1",  # a path is a path, never `:(glob)` magic
-        "GIT_OPTIONAL_LOCKS": "0",  # reads never take the index lock
-        "LC_ALL": "C",
-    }
 
 
 class GitRepo:
@@ -108,12 +85,9 @@ class GitRepo:
 
     def __init__(self, root: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         """Bind to `root` (created by `init`); each git call is killed after `timeout_s`."""
-        git = shutil.which("git")
-        if git is None:
-            raise GitError(["git"], "git is not installed or not on PATH")
         self.root = root.resolve()
         self.timeout_s = timeout_s
-        self._git = git
+        self._git = find_git()
         self._env = git_environment()
         # Never look above the root for a repository, so a parent repository is never touched.
         self._env["GIT_CEILING_DIRECTORIES"] = str(self.root.parent)
@@ -127,26 +101,15 @@ class GitRepo:
         self, *args: str, stdin: bytes | None = None, ok: frozenset[int] = frozenset({0})
     ) -> subprocess.CompletedProcess[bytes]:
         """Run `git *args` in the root; raise `GitError` unless its exit code is in `ok`."""
-        command = ["git", *args]
-        try:
-            done = subprocess.run(  # noqa: S603 - argument list, absolute git, scrubbed env
-                [self._git, *args],
-                cwd=self.root,
-                env=self._env,
-                input=stdin,
-                capture_output=True,
-                timeout=self.timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise GitError(command, f"timed out after {self.timeout_s}s", retryable=True) from exc
-        except OSError as exc:
-            raise GitError(command, str(exc)) from exc
-        if done.returncode not in ok:
-            raise GitError(
-                command, done.stderr.decode("utf-8", "replace"), returncode=done.returncode
-            )
-        return done
+        return run_git(
+            self._git,
+            args,
+            cwd=self.root,
+            env=self._env,
+            timeout_s=self.timeout_s,
+            stdin=stdin,
+            ok=ok,
+        )
 
     def _out(self, *args: str) -> str:
         """Run a git command and return its stdout without the trailing newline."""
@@ -294,6 +257,15 @@ class GitRepo:
             LogEntry(*fields[i : i + _FIELDS_PER_ENTRY])
             for i in range(0, len(fields) - _FIELDS_PER_ENTRY + 1, _FIELDS_PER_ENTRY)
         ]
+
+    def last_commit(self, path: str) -> LastCommit | None:
+        """The newest commit that touched `path`, with its whole message; None when none did."""
+        if not self._has_head():
+            return None
+        args = ["log", "-1", "-z", "--format=%H%x00%B", "--end-of-options", "HEAD", "--", path]
+        raw = self._run(*args).stdout.decode("utf-8", "replace")
+        commit, _, message = raw.removesuffix("\x00").partition("\x00")
+        return LastCommit(commit, message) if commit else None
 
     def show(self, path: str, revision: str | None = None) -> str | None:
         """The note at `path` at HEAD or at commit `revision`; None when either is unknown."""

@@ -1,17 +1,29 @@
 """The knowledge service: the only writer of the repository.
 
-Writes arrive on the KNOWLEDGE stream and are applied one at a time (one pull worker), each
-as one commit; the result is stored in KV `knowledge` under the write id before the message
-is acked, so a redelivered write (after a crash) is answered from there, not applied twice.
-Every commit is announced as `NoteCommitted`. Reads, listing, log and search are
-request/reply, served from other threads, so they never wait behind a write.
+Writes arrive on the KNOWLEDGE stream and are applied one at a time (one pull worker), each as
+one commit, in this order:
+
+    apply the write (a commit)  ->  announce it (`NoteCommitted`)  ->  store its result in
+    KV `knowledge` under `write.<id>`  ->  ack
+
+A crash (or a failed publish) anywhere in it redelivers the write. A write whose result is
+stored was announced already and is only acked. Any other is applied again: the store
+recognises a commit this write made before (its message names the write id) and answers
+`committed` with it, so the commit is announced at least once; subscribers drop a repeat by
+its message id (`kb:<write id>:committed`). Messages are settled only by `Settler`.
+
+Reads, listing, log and search are request/reply, served from other threads, so they never
+wait behind a write. `start_knowledge` is the entry point: it opens everything, then starts
+the broker, so every handler finds a ready service in FastStream's context.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
 
+from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
@@ -30,89 +42,87 @@ from hivebus.contracts.knowledge import (
     NoteSearch,
     NoteSearchResult,
     NoteWrite,
+    NoteWriteResult,
 )
-from hivebus.contracts.subjects import EventKind
-from hivebus.core import Settings, bind_ids, get_logger, jetstream, new_broker, publish_event
+from hivebus.core import (
+    EventSink,
+    Publisher,
+    Settings,
+    Settler,
+    bind_ids,
+    get_logger,
+    jetstream,
+    new_broker,
+)
 from hivebus.knowledge.store import KnowledgeStore, author_of
+
+__all__ = ["SERVICE_CONTEXT", "KnowledgeService", "build_knowledge_broker", "start_knowledge"]
 
 log = get_logger(__name__)
 
-NAK_DELAY_S = 1.0
 READERS = "knowledge-readers"
+"""Queue group of the read handlers: each request is answered by one replica."""
+
+SERVICE_CONTEXT = "hivebus_knowledge"
+"""Name of the ready `KnowledgeService` in the broker's FastStream context."""
 
 
 class KnowledgeService:
-    """Owns one repository."""
+    """Owns one repository: applies writes in order, answers reads."""
 
-    def __init__(self, settings: Settings, root: Path, broker: NatsBroker) -> None:
-        """Nothing is opened until `prepare()`."""
-        self.settings = settings
-        self.root = root
-        self.broker = broker
-        self.store: KnowledgeStore | None = None
-        self.results: KeyValue | None = None
+    def __init__(
+        self, store: KnowledgeStore, results: KeyValue, publisher: EventSink, settler: Settler
+    ) -> None:
+        """Serve `store`; keep results in `results`; announce through `publisher`."""
+        self.store = store
+        self.results = results
+        self.publisher = publisher
+        self.settler = settler
 
-    async def prepare(self) -> None:
-        """Open the repository (repairing what a crash left) and the results bucket."""
-        self.store = await asyncio.to_thread(KnowledgeStore, self.root)
-        js = await jetstream(self.broker)
-        self.results = await js.key_value(subjects.KNOWLEDGE_BUCKET)
-        log.info("knowledge_ready", root=str(self.root))
+    async def write(self, write: NoteWrite) -> NoteWriteResult:
+        """Apply one write (once), announce its commit, then store its result.
 
-    def _store(self) -> KnowledgeStore:
-        if self.store is None:
-            raise RuntimeError("KnowledgeService.prepare() was not awaited")
-        return self.store
-
-    async def on_write(self, write: NoteWrite, msg: NatsMessage) -> None:
-        """Apply one write, record its result, announce the commit, then ack."""
-        bind_ids(task_id=write.task_id, subtask_id=write.subtask_id, run_id=write.run_id)
-        assert self.results is not None  # noqa: S101 - set by prepare()
-        key = f"write.{write.write_id}"
+        A write whose result is stored already is answered from there, untouched.
+        """
+        key = subjects.knowledge_result_key(write.write_id)
         try:
-            try:
-                await self.results.get(key)
-            except KeyNotFoundError:
-                result = await asyncio.to_thread(self._store().apply, write)
-                await self.results.put(key, result.model_dump_json().encode())
-                if result.status == "committed" and result.commit and result.revision:
-                    await publish_event(
-                        self.broker,
-                        NoteCommitted(
-                            task_id=write.task_id,
-                            subtask_id=write.subtask_id,
-                            path=result.path,
-                            revision=result.revision,
-                            commit=result.commit,
-                            author=author_of(write),
-                        ),
-                        subject=subjects.event(write.task_id, EventKind.NOTE_COMMITTED),
-                        stream=subjects.EVENTS_STREAM,
-                        msg_id=f"kb:{write.write_id}:committed",
-                        settings=self.settings,
-                    )
-                log.info("note_written", path=result.path, status=result.status)
-        except Exception:
-            log.exception("note_write_failed")
-            await msg.nack(delay=NAK_DELAY_S)
-            return
-        await msg.ack()
+            stored = await self.results.get(key)
+        except KeyNotFoundError:
+            pass
+        else:
+            return NoteWriteResult.model_validate_json(stored.value or b"{}")
+        result = await asyncio.to_thread(self.store.apply, write)
+        if result.status == "committed" and result.commit and result.revision:
+            await self.publisher.publish(
+                NoteCommitted(
+                    task_id=write.task_id,
+                    write_id=write.write_id,
+                    subtask_id=write.subtask_id,
+                    path=result.path,
+                    revision=result.revision,
+                    commit=result.commit,
+                    author=author_of(write),
+                )
+            )
+        await self.results.put(key, result.model_dump_json().encode())
+        log.info("note_written", path=result.path, status=result.status)
+        return result
 
-    async def on_read(self, request: NoteRead) -> NoteReadResult:
+    async def read(self, request: NoteRead) -> NoteReadResult:
         """A note at HEAD."""
-        return await asyncio.to_thread(self._store().read, request.path)
+        return await asyncio.to_thread(self.store.read, request.path)
 
-    async def on_list(self, request: NoteList) -> NoteListResult:
+    async def list(self, request: NoteList) -> NoteListResult:
         """Note paths under a folder."""
-        return await asyncio.to_thread(self._store().list, request.prefix)
+        return await asyncio.to_thread(self.store.list, request.prefix)
 
-    async def on_search(self, request: NoteSearch) -> NoteSearchResult:
+    async def search(self, request: NoteSearch) -> NoteSearchResult:
         """Ranked full-text hits."""
-        return await asyncio.to_thread(self._store().search, request.query, request.limit)
+        return await asyncio.to_thread(self.store.search, request.query, request.limit)
 
-    async def on_log(self, request: NoteLog) -> NoteLogResult:
+    async def log(self, request: NoteLog) -> NoteLogResult:
         """Commits, newest first."""
-        entries = await asyncio.to_thread(self._store().repo.log, request.path, request.limit)
+        entries = await asyncio.to_thread(self.store.repo.log, request.path, request.limit)
         return NoteLogResult(
             entries=[
                 NoteLogEntry(commit=e.commit, author=e.author, date=e.date, subject=e.subject)
@@ -121,12 +131,39 @@ class KnowledgeService:
         )
 
 
-def build_knowledge_broker(
-    settings: Settings, root: Path, url: str
-) -> tuple[NatsBroker, KnowledgeService]:
-    """A FastStream broker with the writer and the readers."""
-    broker = new_broker(url, "knowledge")
-    service = KnowledgeService(settings, root, broker)
+Service = Annotated[KnowledgeService, Context(SERVICE_CONTEXT)]
+"""The handlers' service, set in the broker's context by `start_knowledge`."""
+
+
+async def on_write(write: NoteWrite, msg: NatsMessage, service: Service) -> None:
+    """Apply one write; settle the message by how it ended."""
+    bind_ids(task_id=write.task_id, subtask_id=write.subtask_id, run_id=write.run_id)
+    await service.settler.run(msg, service.write(write))
+
+
+async def on_read(request: NoteRead, service: Service) -> NoteReadResult:
+    """Answer a read."""
+    return await service.read(request)
+
+
+async def on_list(request: NoteList, service: Service) -> NoteListResult:
+    """Answer a listing."""
+    return await service.list(request)
+
+
+async def on_search(request: NoteSearch, service: Service) -> NoteSearchResult:
+    """Answer a search."""
+    return await service.search(request)
+
+
+async def on_log(request: NoteLog, service: Service) -> NoteLogResult:
+    """Answer a history request."""
+    return await service.log(request)
+
+
+def build_knowledge_broker(settings: Settings, url: str) -> NatsBroker:
+    """A FastStream broker with the writer and the readers; the service is set by the caller."""
+    broker = new_broker(url, "knowledge", settings)
     broker.subscriber(
         subjects.KNOWLEDGE_WRITE,
         stream=JStream(subjects.KNOWLEDGE_STREAM, declare=False),
@@ -134,10 +171,34 @@ def build_knowledge_broker(
         pull_sub=PullSub(batch_size=1, timeout=1.0),
         ack_policy=AckPolicy.MANUAL,
         title="knowledge.write",
-        description="NoteWrite, applied one at a time; result in KV knowledge, NoteCommitted.",
-    )(service.on_write)
-    broker.subscriber(subjects.KNOWLEDGE_READ, queue=READERS)(service.on_read)
-    broker.subscriber(subjects.KNOWLEDGE_LIST, queue=READERS)(service.on_list)
-    broker.subscriber(subjects.KNOWLEDGE_SEARCH, queue=READERS)(service.on_search)
-    broker.subscriber(subjects.KNOWLEDGE_LOG, queue=READERS)(service.on_log)
-    return broker, service
+        description="NoteWrite, applied one at a time; NoteCommitted, then the result in KV.",
+    )(on_write)
+    broker.subscriber(subjects.KNOWLEDGE_READ, queue=READERS)(on_read)
+    broker.subscriber(subjects.KNOWLEDGE_LIST, queue=READERS)(on_list)
+    broker.subscriber(subjects.KNOWLEDGE_SEARCH, queue=READERS)(on_search)
+    broker.subscriber(subjects.KNOWLEDGE_LOG, queue=READERS)(on_log)
+    return broker
+
+
+async def start_knowledge(settings: Settings, root: Path, url: str) -> NatsBroker:
+    """Start the knowledge service over the repository at `root` (the topology must exist).
+
+    Opens the repository (repairing what a crash left) and the results bucket before any
+    handler runs; returns the started broker, which the caller stops.
+    """
+    broker = build_knowledge_broker(settings, url)
+    try:
+        await broker.connect()
+        store = await asyncio.to_thread(KnowledgeStore, root)
+        results = await (await jetstream(broker)).key_value(subjects.KNOWLEDGE_BUCKET)
+        publisher = Publisher(broker, settings.publish_timeout_s)
+        service = KnowledgeService(
+            store, results, publisher, Settler(publisher, settings.nak_delay_s)
+        )
+        broker.context.set_global(SERVICE_CONTEXT, service)
+        await broker.start()
+    except BaseException:
+        await broker.stop()
+        raise
+    log.info("knowledge_ready", root=str(root))
+    return broker

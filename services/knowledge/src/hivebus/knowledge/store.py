@@ -2,6 +2,11 @@
 
 Pure of any bus: the service calls `apply` for each write, in order, from one thread, and
 `read`/`list`/`search` from anywhere (they only read the repository).
+
+Each commit's message ends in a `write-id: <id>` line. A write applied again after a crash
+that came between its commit and its announcement finds its own id in the note's last commit
+and is answered `committed` with that commit, so the service announces it (once more: the
+announcement's message id drops a repeat).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from hivebus.contracts.knowledge import (
 )
 from hivebus.knowledge.errors import KnowledgeError
 from hivebus.knowledge.notes import Note, NoteMeta, check_note_size, parse_note, render_note
-from hivebus.knowledge.paths import validate_note_path
+from hivebus.knowledge.paths import resolve_in_repo, validate_note_path
 from hivebus.knowledge.repo import GitRepo
 from hivebus.knowledge.search import search_notes
 
@@ -35,11 +40,25 @@ def author_of(write: NoteWrite) -> str:
     return f"{write.role}/{write.run_id}" if write.run_id else write.role
 
 
+WRITE_ID_TRAILER = "write-id: "
+"""Starts the line of a commit message that names the write the commit applied."""
+
+
 def commit_message(write: NoteWrite) -> str:
     """Names the task, sub-task and run, and the write id (for audits and replays)."""
     where = f"{write.task_id}/{write.subtask_id}" if write.subtask_id else write.task_id
     run = f" (run {write.run_id})" if write.run_id else ""
-    return f"{where}: write {write.path}{run}\n\nwrite-id: {write.write_id}\n"
+    return f"{where}: write {write.path}{run}\n\n{WRITE_ID_TRAILER}{write.write_id}\n"
+
+
+def write_id_of(message: str) -> str | None:
+    """The write id a commit message names, None when it names none."""
+    ids = [
+        line.removeprefix(WRITE_ID_TRAILER).strip()
+        for line in message.splitlines()
+        if line.startswith(WRITE_ID_TRAILER)
+    ]
+    return ids[-1] if ids else None
 
 
 class KnowledgeStore:
@@ -57,6 +76,7 @@ class KnowledgeStore:
         """One write: validated, checked against the expected revision, committed."""
         try:
             path = validate_note_path(write.path)
+            resolve_in_repo(self.root, path)
             check_note_size(write.body)
         except KnowledgeError as exc:
             return NoteWriteResult(
@@ -67,6 +87,19 @@ class KnowledgeStore:
         conflict = (expected == NEW and current is not None) or (
             expected not in {None, NEW} and expected != current
         )
+        repeated = current is not None and not conflict and self._already_there(path, write)
+        if conflict or repeated:
+            # This very write, redelivered after a crash between its commit and its
+            # announcement: its commit is the note's last (and the revision it named is gone).
+            own = self._own_commit(path, write)
+            if own is not None:
+                return NoteWriteResult(
+                    write_id=write.write_id,
+                    status="committed",
+                    path=path,
+                    revision=current,
+                    commit=own,
+                )
         if conflict:
             return NoteWriteResult(
                 write_id=write.write_id,
@@ -77,9 +110,8 @@ class KnowledgeStore:
                 error="the note changed since you read it: merge with current_content and "
                 "write again naming current_revision",
             )
-        if current is not None and self._already_there(path, write):
-            # The same author wrote the same body: a write redelivered after a crash between
-            # its commit and its recorded result, or a repeat. Nothing to commit.
+        if repeated:
+            # The same author wrote the same body in another write: nothing to commit.
             return NoteWriteResult(
                 write_id=write.write_id, status="unchanged", path=path, revision=current
             )
@@ -104,7 +136,15 @@ class KnowledgeStore:
             write_id=write.write_id, status=status, path=path, revision=revision, commit=commit
         )
 
+    def _own_commit(self, path: str, write: NoteWrite) -> str | None:
+        """The note's last commit if this write made it, else None."""
+        last = self.repo.last_commit(path)
+        if last is None or write_id_of(last.message) != write.write_id:
+            return None
+        return last.commit
+
     def _already_there(self, path: str, write: NoteWrite) -> bool:
+        """Whether the note at HEAD already has this write's body, by this write's author."""
         text = self.repo.show(path)
         if text is None:
             return False

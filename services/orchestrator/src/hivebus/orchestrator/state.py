@@ -1,109 +1,26 @@
-"""Task state, split so that no update rewrites a whole plan.
+"""Where the orchestrator keeps task state, split so that no update rewrites a whole plan.
 
-KV bucket `tasks`, per task:
-    <task>.plan        the accepted submission (written once, never changed)
-    <task>.meta        status, counts and a bitmap of finished sub-tasks (small)
-    <task>.st.<id>     one sub-task: status, satisfied dependencies, output, usage
-    <task>.result      the `TaskFinished` event, once the task is over
-
-Every change goes through `update_*`, which is compare-and-set on the key's revision.
-`MemoryStore` holds the same in a dict, for the scheduler's tests without a network.
+The shapes and keys are contracts (`hivebus.contracts.state`, `subjects.task_key`), so anyone
+may read them; only the orchestrator writes them. Every change goes through `update_*`, which
+is compare-and-set on the key's revision. `MemoryStore` holds the same in a dict, for the
+scheduler's tests without a network.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Protocol
 
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from hivebus.contracts import (
-    SubTaskStatus,
-    TaskFinished,
-    TaskStatus,
-    TaskSubmitted,
-    Usage,
-    subjects,
-)
+from hivebus.contracts import SubTaskState, TaskFinished, TaskMeta, TaskSubmitted, subjects
 from hivebus.core import kv as kvcas
 
-
-def bit_is_set(bits: str, index: int) -> bool:
-    """Whether bit `index` is set in a base64 bitmap."""
-    raw = base64.b64decode(bits) if bits else b""
-    return index // 8 < len(raw) and bool(raw[index // 8] & (1 << (index % 8)))
-
-
-def set_bits(bits: str, size: int, indexes: list[int]) -> tuple[str, int]:
-    """The bitmap with `indexes` set, and how many of them were not set before.
-
-    Setting a bit twice changes nothing, which is what makes replaying an event harmless.
-    """
-    raw = bytearray(base64.b64decode(bits) if bits else b"")
-    raw.extend(b"\0" * ((size + 7) // 8 - len(raw)))
-    added = 0
-    for index in indexes:
-        mask = 1 << (index % 8)
-        if not raw[index // 8] & mask:
-            raw[index // 8] |= mask
-            added += 1
-    return base64.b64encode(bytes(raw)).decode(), added
-
-
-class TaskMeta(BaseModel):
-    """The small, often-updated part of a task's state."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task_id: str
-    status: TaskStatus
-    total: int = Field(ge=0, description="Number of sub-tasks.")
-    finished_bits: str = Field(default="", description="Base64 bitmap of finished sub-tasks.")
-    finished: int = Field(default=0, ge=0, description="Count of set bits.")
-    submitted_at: datetime
-    reason: str = ""
-    ending: TaskStatus | None = Field(
-        default=None, description="Set by a cancel or the deadline: how the task will end."
-    )
-
-    def is_finished(self, index: int) -> bool:
-        """Whether sub-task number `index` is already counted as finished."""
-        return bit_is_set(self.finished_bits, index)
-
-    def with_finished(self, indexes: list[int]) -> TaskMeta | None:
-        """A copy with these sub-tasks marked finished, or None when nothing changes."""
-        bits, added = set_bits(self.finished_bits, self.total, indexes)
-        if not added:
-            return None
-        return self.model_copy(update={"finished_bits": bits, "finished": self.finished + added})
-
-
-class SubTaskState(BaseModel):
-    """One sub-task's state."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    role: str
-    status: SubTaskStatus = SubTaskStatus.PENDING
-    attempt: int = 1
-    deps_bits: str = Field(
-        default="", description="Base64 bitmap over `depends_on` positions: which completed."
-    )
-    deps_done: int = Field(default=0, ge=0, description="How many dependencies completed.")
-    run_id: str | None = None
-    reason: str = ""
-    blocked_by: str | None = None
-    output: Any = None
-    usage: Usage = Field(default_factory=Usage)
-    flags: list[str] = Field(default_factory=list)
-
-
 MetaChange = Callable[[TaskMeta | None], TaskMeta | None]
+"""A pure change of a task's meta (see `changes`)."""
 SubTaskChange = Callable[[SubTaskState | None], SubTaskState | None]
+"""A pure change of one sub-task's state (see `changes`)."""
 
 
 class StateStore(Protocol):
@@ -148,10 +65,6 @@ class StateStore(Protocol):
         ...
 
 
-def _key(task_id: str, *parts: str) -> str:
-    return ".".join((task_id, *parts))
-
-
 class KvStore:
     """`StateStore` on the JetStream KV bucket `tasks`."""
 
@@ -170,30 +83,32 @@ class KvStore:
     async def create_plan(self, submission: TaskSubmitted) -> TaskSubmitted:
         """See `StateStore`."""
         stored: TaskSubmitted = await self._create_once(
-            _key(submission.task_id, "plan"), submission, TaskSubmitted
+            subjects.plan_key(submission.task_id), submission, TaskSubmitted
         )
         return stored
 
     async def load_plan(self, task_id: str) -> TaskSubmitted | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(self.kv, _key(task_id, "plan"), TaskSubmitted)
+        value, _ = await kvcas.read(self.kv, subjects.plan_key(task_id), TaskSubmitted)
         return value
 
     async def read_meta(self, task_id: str) -> TaskMeta | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(self.kv, _key(task_id, "meta"), TaskMeta)
+        value, _ = await kvcas.read(self.kv, subjects.meta_key(task_id), TaskMeta)
         return value
 
     async def update_meta(self, task_id: str, change: MetaChange) -> TaskMeta | None:
         """See `StateStore`."""
         value, _ = await kvcas.cas_update(
-            self.kv, _key(task_id, "meta"), TaskMeta, change, self.attempts
+            self.kv, subjects.meta_key(task_id), TaskMeta, change, self.attempts
         )
         return value
 
     async def read_subtask(self, task_id: str, subtask_id: str) -> SubTaskState | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(self.kv, _key(task_id, "st", subtask_id), SubTaskState)
+        value, _ = await kvcas.read(
+            self.kv, subjects.subtask_key(task_id, subtask_id), SubTaskState
+        )
         return value
 
     async def update_subtask(
@@ -201,13 +116,13 @@ class KvStore:
     ) -> SubTaskState | None:
         """See `StateStore`."""
         value, _ = await kvcas.cas_update(
-            self.kv, _key(task_id, "st", subtask_id), SubTaskState, change, self.attempts
+            self.kv, subjects.subtask_key(task_id, subtask_id), SubTaskState, change, self.attempts
         )
         return value
 
     async def read_result(self, task_id: str) -> TaskFinished | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(self.kv, _key(task_id, "result"), TaskFinished)
+        value, _ = await kvcas.read(self.kv, subjects.result_key(task_id), TaskFinished)
         return value
 
     async def mark_cancelled(self, task_id: str) -> None:
@@ -217,7 +132,7 @@ class KvStore:
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""
         stored: TaskFinished = await self._create_once(
-            _key(result.task_id, "result"), result, TaskFinished
+            subjects.result_key(result.task_id), result, TaskFinished
         )
         return stored
 
@@ -244,40 +159,40 @@ class MemoryStore:
     async def create_plan(self, submission: TaskSubmitted) -> TaskSubmitted:
         """See `StateStore`."""
         stored: TaskSubmitted = self._update(
-            _key(submission.task_id, "plan"), lambda cur: submission if cur is None else None
+            subjects.plan_key(submission.task_id), lambda cur: submission if cur is None else None
         )
         return stored
 
     async def load_plan(self, task_id: str) -> TaskSubmitted | None:
         """See `StateStore`."""
-        value = self.data.get(_key(task_id, "plan"))
+        value = self.data.get(subjects.plan_key(task_id))
         return value if isinstance(value, TaskSubmitted) else None
 
     async def read_meta(self, task_id: str) -> TaskMeta | None:
         """See `StateStore`."""
-        value = self.data.get(_key(task_id, "meta"))
+        value = self.data.get(subjects.meta_key(task_id))
         return value if isinstance(value, TaskMeta) else None
 
     async def update_meta(self, task_id: str, change: MetaChange) -> TaskMeta | None:
         """See `StateStore`."""
-        value: TaskMeta | None = self._update(_key(task_id, "meta"), change)
+        value: TaskMeta | None = self._update(subjects.meta_key(task_id), change)
         return value
 
     async def read_subtask(self, task_id: str, subtask_id: str) -> SubTaskState | None:
         """See `StateStore`."""
-        value = self.data.get(_key(task_id, "st", subtask_id))
+        value = self.data.get(subjects.subtask_key(task_id, subtask_id))
         return value if isinstance(value, SubTaskState) else None
 
     async def update_subtask(
         self, task_id: str, subtask_id: str, change: SubTaskChange
     ) -> SubTaskState | None:
         """See `StateStore`."""
-        value: SubTaskState | None = self._update(_key(task_id, "st", subtask_id), change)
+        value: SubTaskState | None = self._update(subjects.subtask_key(task_id, subtask_id), change)
         return value
 
     async def read_result(self, task_id: str) -> TaskFinished | None:
         """See `StateStore`."""
-        value = self.data.get(_key(task_id, "result"))
+        value = self.data.get(subjects.result_key(task_id))
         return value if isinstance(value, TaskFinished) else None
 
     async def mark_cancelled(self, task_id: str) -> None:
@@ -287,6 +202,6 @@ class MemoryStore:
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""
         stored: TaskFinished = self._update(
-            _key(result.task_id, "result"), lambda cur: result if cur is None else None
+            subjects.result_key(result.task_id), lambda cur: result if cur is None else None
         )
         return stored

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 from hivebus.contracts import (
+    SubTaskState,
     SubTaskStatus,
     SubTaskSummary,
     TaskFinished,
+    TaskMeta,
     TaskStatus,
     TaskSubmitted,
     Usage,
 )
-from hivebus.contracts.knowledge import NoteWrite, output_note_path, task_folder
+from hivebus.contracts.knowledge import NoteWrite, task_folder
 from hivebus.core import Clock
 from hivebus.orchestrator.graph import Graph
-from hivebus.orchestrator.state import SubTaskState, TaskMeta
 
 S = SubTaskStatus
 
@@ -114,32 +113,4 @@ def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
         title=f"Summary of {result.task_id}",
         tags=["summary", result.status.value],
         body="\n".join(lines)[:200_000],
-    )
-
-
-INLINE_OUTPUT_CHARS = 8000
-"""Dependency outputs longer than this are handed over as a note reference, not inline."""
-
-OUTPUT_PREVIEW_CHARS = 500
-"""How much of a referenced output travels inline, as a preview."""
-
-
-def output_text(output: object) -> str:
-    """An output as the text a note holds."""
-    if output is None:
-        return ""
-    return output if isinstance(output, str) else json.dumps(output, indent=2, default=str)
-
-
-def output_note(task_id: str, subtask_id: str, output: object) -> NoteWrite:
-    """The note that holds a sub-task's large output (written once, by write id)."""
-    return NoteWrite(
-        write_id=f"{task_id}-{subtask_id}-output",
-        task_id=task_id,
-        subtask_id=subtask_id,
-        role="orchestrator",
-        path=output_note_path(task_id, subtask_id),
-        title=f"Output of {subtask_id}",
-        tags=["output"],
-        body=output_text(output)[:200_000],
     )

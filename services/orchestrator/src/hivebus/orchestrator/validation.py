@@ -6,20 +6,41 @@ Every problem is collected, so one `TaskRejected` can list them all.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
 
-from hivebus.contracts import MAX_SUBTASKS, Limits, TaskBudget, TaskSubmitted, is_identifier
+from hivebus.contracts import (
+    MAX_SUBTASKS,
+    Limits,
+    TaskBudget,
+    TaskSubmitted,
+    describe_validation_error,
+    is_identifier,
+)
 from hivebus.core import HivebusConfig
 
-
-def _loc(parts: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in parts) or "submission"
+SCRIPTED = "scripted:"
 
 
-def _structure_errors(exc: ValidationError) -> list[str]:
-    return [f"{_loc(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)]
+def scripted_path_error(route: str, base_dir: Path) -> str | None:
+    """Why a plan may not name this `scripted:` route, or None when it may.
+
+    A plan comes from a client: the file it names must be relative to the configuration's
+    directory and stay inside it (no absolute path, no `..`, no symbolic link leading out).
+    """
+    name = route.removeprefix(SCRIPTED)
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if not name or "\x00" in name or pure.is_absolute() or ".." in pure.parts:
+        return (
+            f"model {route!r}: a plan's scripted model must be a path relative to the "
+            "configuration's directory, without '..'"
+        )
+    root = base_dir.resolve()
+    if not (root / name).resolve().is_relative_to(root):
+        return f"model {route!r}: the scripted model's file resolves outside the configuration"
+    return None
 
 
 def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
@@ -68,6 +89,10 @@ def _subtask_errors(
             f"{where}: role {role_name!r} does not allow model {model!r} "
             f"(allow_models: {role.allow_models or 'none'})"
         )
+    elif isinstance(model, str) and model.startswith(SCRIPTED):
+        problem = scripted_path_error(model, config.base_dir)
+        if problem is not None:
+            errors.append(f"{where}: {problem}")
     errors.extend(_limit_errors(where, raw.get("limits"), role.limits if role else None, budget))
     return errors
 
@@ -154,7 +179,7 @@ def validate_submission(raw: Any, config: HivebusConfig) -> tuple[TaskSubmitted 
     try:
         submission = TaskSubmitted.model_validate(raw)
     except ValidationError as exc:
-        errors.extend(_structure_errors(exc))
+        errors.extend(describe_validation_error(exc, "submission"))
     budget: TaskBudget | None = submission.budget if submission else None
     if budget is None:
         try:

@@ -9,7 +9,7 @@ from hivebus.agent.models.base import (
     ToolOutcome,
     TurnUsage,
 )
-from hivebus.agent.models.routing import ModelFactory
+from hivebus.agent.models.factory import ModelFactory
 
 __all__ = [
     "Message",

@@ -1,43 +1,29 @@
-"""The conversation as hivebus keeps it, and the interface every model adapter implements."""
+"""The interface every model adapter implements, and what one model call sends and receives.
+
+The conversation itself (`Message`, `ToolCall`, `ToolOutcome`) is part of a run's checkpoint,
+so it lives in `hivebus.contracts.conversation`; it is re-exported here for adapters.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hivebus.contracts import ToolResult
+from hivebus.contracts import Message, ToolCall, ToolOutcome
 
-
-class ToolCall(BaseModel):
-    """A model's request to call one tool."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    name: str
-    args: Any = Field(default_factory=dict, description="Untrusted: validated by the toolbox.")
-
-
-class ToolOutcome(BaseModel):
-    """The result of one tool call, as handed back to the model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    call_id: str
-    name: str
-    result: ToolResult
-
-
-class Message(BaseModel):
-    """One turn: the user's text, the assistant's text and tool calls, or tool results."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["user", "assistant", "tool"]
-    text: str | None = None
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-    tool_results: list[ToolOutcome] = Field(default_factory=list)
+__all__ = [
+    "CHARS_PER_TOKEN_BOUND",
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "ToolCall",
+    "ToolOutcome",
+    "ToolSpec",
+    "TurnUsage",
+    "request_chars",
+]
 
 
 class ToolSpec(BaseModel):

@@ -19,7 +19,6 @@ import asyncio
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hivebus.agent.errors import ModelError, ScriptError
@@ -30,6 +29,8 @@ from hivebus.agent.models.base import (
     TurnUsage,
     request_chars,
 )
+from hivebus.contracts import describe_validation_error
+from hivebus.core.yamlfile import load_yaml
 
 CHARS_PER_TOKEN = 4
 """Without a scripted `usage`, tokens are estimated as characters / 4 (deterministic)."""
@@ -102,7 +103,7 @@ def parse_script(data: Any, source: str) -> Script:
         try:
             turn = ScriptTurn.model_validate(entry)
         except ValidationError as exc:
-            problems = "; ".join(err["msg"] for err in exc.errors())
+            problems = "; ".join(describe_validation_error(exc, "entry"))
             raise ScriptError(f"script {source}, turn {index}: {problems}") from exc
         turns.append(turn)
         if turn.error is not None:
@@ -117,13 +118,7 @@ def parse_script(data: Any, source: str) -> Script:
 
 def load_script(path: Path) -> Script:
     """Read and validate a script file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScriptError(f"cannot read script {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ScriptError(f"script {path} is not valid YAML: {exc}") from exc
-    return parse_script(data, str(path))
+    return parse_script(load_yaml(path, what="script", error=ScriptError), str(path))
 
 
 def _estimate(request: ModelRequest) -> int:

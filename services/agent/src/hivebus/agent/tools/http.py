@@ -10,6 +10,9 @@ followed only to an allowed host, and the whole call, redirects included, ends w
         allow_hosts: [api.example.com, "*.example.org", "127.0.0.1:8080"]
         max_bytes: 262144   # response bodies are cut here (default 256 KiB)
         timeout_s: 10       # the whole call, redirects included (default 10 s)
+
+The module is longer than most on purpose: it is the one path a request takes out of the
+process, from the host policy to the reply, kept in one file so it can be audited whole.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ AgentError
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, TypeAlias, cast
 
 from hivebus.agent.errors import AgentError
 from hivebus.core import get_logger
+from hivebus.core.loader import load_reference
 
 __all__ = [
     "OutputValidator",
@@ -82,24 +82,7 @@ def map_strings(value: Any, rewrite: Callable[[str], str]) -> Any:
 
 def load_validator(ref: str) -> OutputValidator:
     """Import `module:function` and check it can be called as `(output, context)`."""
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValidatorDefinitionError(
-            f"validator reference {ref!r} must look like 'package.module:function', "
-            "for example 'hivebus.agent.validators.secrets:secrets'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValidatorDefinitionError(
-            f"cannot import validator module {module_name!r} (from {ref!r}): {exc}"
-        ) from exc
-    try:
-        obj = getattr(module, attr)
-    except AttributeError as exc:
-        raise ValidatorDefinitionError(
-            f"module {module_name!r} has no validator {attr!r}; check the name in {ref!r}"
-        ) from exc
+    obj = load_reference(ref, what="validator", error=ValidatorDefinitionError)
     if not callable(obj):
         raise ValidatorDefinitionError(
             f"{ref!r} is a {type(obj).__name__}, not a function (output, context) -> "

@@ -5,6 +5,7 @@ from hivebus.core.reliability.breaker import (
     BreakerRegistry,
     BreakerState,
     CircuitBreaker,
+    Permit,
 )
 from hivebus.core.reliability.retry import RetryAttempt, RetryPolicy, retry_transient
 
@@ -13,6 +14,7 @@ __all__ = [
     "BreakerRegistry",
     "BreakerState",
     "CircuitBreaker",
+    "Permit",
     "RetryAttempt",
     "RetryPolicy",
     "retry_transient",

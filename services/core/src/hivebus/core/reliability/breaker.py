@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,8 +42,54 @@ StateListener = Callable[[str, BreakerState, BreakerState], None]
 """Called with (breaker name, old state, new state) on every change."""
 
 
+class Permit:
+    """The right to make one call through a breaker; settle it once with how the call went.
+
+    Used as a context manager, a permit not settled inside the block is released (the call
+    said nothing about health), so a cancelled or crashed call never holds the trial forever.
+    """
+
+    __slots__ = ("breaker", "settled", "trial")
+
+    def __init__(self, breaker: CircuitBreaker, *, trial: bool) -> None:
+        """A permit of `breaker`; `trial` when it is the one call of a half-open spell."""
+        self.breaker = breaker
+        self.trial = trial
+        self.settled = False
+
+    def success(self) -> None:
+        """The call succeeded: the breaker closes."""
+        if not self.settled:
+            self.settled = True
+            self.breaker._succeeded()  # noqa: SLF001 - the permit is the breaker's own API
+
+    def failure(self) -> None:
+        """The call failed in a way that says the target is unwell (a timeout, a 5xx)."""
+        if not self.settled:
+            self.settled = True
+            self.breaker._failed()  # noqa: SLF001 - the permit is the breaker's own API
+
+    def release(self) -> None:
+        """The call said nothing about health (a 4xx, a refusal, a cancellation)."""
+        if not self.settled:
+            self.settled = True
+            self.breaker._released(self)  # noqa: SLF001 - the permit is the breaker's own API
+
+    def __enter__(self) -> Self:
+        """Use the permit for the block."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Release the permit if the block did not settle it."""
+        self.release()
+
+
 class CircuitBreaker:
-    """One breaker around one model endpoint or tool."""
+    """One breaker around one model endpoint or tool.
+
+    Ask `allow()` before each call; it returns a `Permit` to settle with the call's outcome,
+    or None while the breaker is open (or its half-open trial is still in flight).
+    """
 
     def __init__(
         self,
@@ -59,54 +106,43 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self.failures = 0
         self.opened_at = 0.0
-        self.trial_in_flight = False
-        self.granted_trial = False
-        """Whether the last `allow()` that said yes let the half-open trial through."""
+        self._trial: Permit | None = None
+        """The trial of the current half-open spell, while it is in flight."""
 
     def _move(self, new: BreakerState) -> None:
         old, self.state = self.state, new
         if old != new and self.listener is not None:
             self.listener(self.name, old, new)
 
-    def allow(self) -> bool:
-        """Whether a call may go through now (a half-open breaker lets one trial through).
-
-        Right after a yes, `granted_trial` says whether this call is the trial; pass it to
-        `release` so only the trial's release makes way for the next trial.
-        """
-        self.granted_trial = False
+    def allow(self) -> Permit | None:
+        """A permit for one call now, or None (a half-open breaker lets one trial through)."""
         if self.state == BreakerState.OPEN:
             if self.clock.monotonic() - self.opened_at < self.policy.reset_after_s:
-                return False
+                return None
             self._move(BreakerState.HALF_OPEN)
         if self.state == BreakerState.HALF_OPEN:
-            if self.trial_in_flight:
-                return False
-            self.trial_in_flight = True
-            self.granted_trial = True
-        return True
+            if self._trial is not None:
+                return None
+            self._trial = Permit(self, trial=True)
+            return self._trial
+        return Permit(self, trial=False)
 
-    def record_success(self) -> None:
-        """A call succeeded: close."""
+    def _succeeded(self) -> None:
         self.failures = 0
-        self.trial_in_flight = False
+        self._trial = None
         self._move(BreakerState.CLOSED)
 
-    def record_failure(self) -> None:
-        """A call failed: count it; open at the threshold, or at once after a failed trial."""
-        self.trial_in_flight = False
+    def _failed(self) -> None:
+        self._trial = None
         self.failures += 1
         if self.state == BreakerState.HALF_OPEN or self.failures >= self.policy.failure_threshold:
             self.opened_at = self.clock.monotonic()
             self._move(BreakerState.OPEN)
 
-    def release(self, *, trial: bool = False) -> None:
-        """A call was let through but said nothing about health (a 4xx, a refusal).
-
-        Only the release of the trial itself (`trial=True`) lets the next trial through.
-        """
-        if trial:
-            self.trial_in_flight = False
+    def _released(self, permit: Permit) -> None:
+        # Only the trial itself makes way for the next trial; any other call is nobody's trial.
+        if permit is self._trial:
+            self._trial = None
 
     def seconds_until_trial(self) -> float:
         """How long an open breaker stays shut (0 when calls may go through)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from hivebus.agent.errors import ModelError, ScriptError
 from hivebus.agent.models.anthropic import AnthropicModel
-from hivebus.agent.models.routing import ModelFactory
+from hivebus.agent.models.factory import ModelFactory
 from hivebus.agent.models.scripted import ScriptedModel
 from hivebus.core import HivebusConfig, RoleConfig, Settings
 
@@ -91,3 +92,53 @@ def test_scripted_route_with_a_missing_file_is_a_script_error(tmp_path: Path) ->
     with pytest.raises(ScriptError, match="cannot read script") as caught:
         factory(tmp_path).build("scripted:missing.yaml")
     assert str(tmp_path / "missing.yaml") in str(caught.value)
+
+
+# --- routes a plan supplies -------------------------------------------------------------------
+
+
+def write_script(path: Path) -> Path:
+    """Write a one-turn script at `path` (creating its folder) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("- text: hi\n", encoding="utf-8")
+    return path
+
+
+def test_a_plan_may_name_a_script_inside_the_configuration_directory(tmp_path: Path) -> None:
+    """A plan's relative scripted path inside the configuration's directory builds the model."""
+    write_script(tmp_path / "scripts" / "w.yaml")
+    built = factory(tmp_path).build("scripted:scripts/w.yaml", from_plan=True)
+    assert isinstance(built, ScriptedModel)
+    assert built.script.turns[0].text == "hi"
+
+
+@pytest.mark.parametrize(
+    ("route", "says"),
+    [
+        ("scripted:{outside}", "a plan may only name a scripted model by a relative path"),
+        ("scripted:../outside/w.yaml", "without '..'"),
+        ("scripted:scripts/../../outside/w.yaml", "without '..'"),
+        ("scripted:link/w.yaml", "outside the configuration's directory"),
+    ],
+    ids=["absolute", "dot-dot", "dot-dot-inside", "symlink-out"],
+)
+def test_a_plan_cannot_name_a_script_outside_the_configuration_directory(
+    tmp_path: Path, route: str, says: str
+) -> None:
+    """A plan's scripted path that is absolute, has '..' or leaves by a symlink is refused."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    outside = write_script(tmp_path / "outside" / "w.yaml")
+    (config_dir / "link").symlink_to(outside.parent, target_is_directory=True)
+    with pytest.raises(ModelError, match=re.escape(says)) as caught:
+        factory(config_dir).build(route.format(outside=outside), from_plan=True)
+    assert not isinstance(caught.value, ScriptError)  # refused before any file was read
+    assert not caught.value.retryable
+
+
+def test_the_roles_own_configuration_may_name_an_absolute_script(tmp_path: Path) -> None:
+    """A route from the role's configuration (trusted) may still be an absolute path."""
+    outside = write_script(tmp_path / "outside" / "w.yaml")
+    (tmp_path / "config").mkdir()
+    built = factory(tmp_path / "config").build(f"scripted:{outside}")
+    assert isinstance(built, ScriptedModel)

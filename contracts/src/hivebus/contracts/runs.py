@@ -1,0 +1,66 @@
+"""A run's checkpoint: the whole state of one agent run, written to KV `runs` after every step.
+
+The agent loop works on this object directly (there is no second copy of its state), and other
+services read it: the orchestrator puts the last checkpoint in a dead letter, the console shows
+it and replays from it.
+
+    phase model     the next step asks the model
+    phase tools     the current turn's tool calls are being run: `pending_calls` not run yet,
+                    `outcomes` of the ones already run
+    phase finished  the terminal event is decided and kept in `finished`; a redelivery
+                    publishes it again instead of running anything
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hivebus.contracts.conversation import Message, ToolCall, ToolOutcome
+from hivebus.contracts.events import SubTaskFinished
+from hivebus.contracts.limits import Usage
+
+
+class RunPhase(StrEnum):
+    """Where a run is between two steps."""
+
+    MODEL = "model"
+    TOOLS = "tools"
+    FINISHED = "finished"
+
+
+class RunCheckpoint(BaseModel):
+    """Everything a run needs to continue where it stopped, and what it did so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    owner: str = Field(default="", description="The worker delivery that holds the run now.")
+    phase: RunPhase = RunPhase.MODEL
+    messages: list[Message] = Field(default_factory=list)
+    pending_calls: list[ToolCall] = Field(
+        default_factory=list, description="Tool calls of the current turn not run yet."
+    )
+    outcomes: list[ToolOutcome] = Field(
+        default_factory=list, description="Results of the current turn's calls already run."
+    )
+    pending_warning: str | None = Field(
+        default=None, description="A runtime note to the model, sent after the current turn."
+    )
+    usage: Usage = Field(default_factory=Usage)
+    wall_s: float = Field(default=0.0, ge=0, description="Wall-clock seconds used until now.")
+    sources: list[str] = Field(
+        default_factory=list, description="Texts the run was given or saw, for validators."
+    )
+    last_text: str | None = Field(default=None, description="The model's latest text.")
+    corrections: int = Field(default=0, ge=0, description="Output-schema corrections asked.")
+    soft_warned: list[str] = Field(
+        default_factory=list, description="Limits the model was already told are near."
+    )
+    last_call: str | None = Field(default=None, description="Signature of the last tool call.")
+    repeats: int = Field(default=0, ge=0, description="Times `last_call` came in a row.")
+    loop_warned: bool = False
+    finished: SubTaskFinished | None = Field(
+        default=None, description="The terminal event, once decided (phase `finished`)."
+    )
