@@ -64,6 +64,11 @@ class DependencyOutput(BaseModel):
         description="A large output is handed over by reference: the knowledge-store note "
         "holding it (read it with kb_read); `output` then holds a preview.",
     )
+    output_ref: str | None = Field(
+        default=None,
+        description="An output too large for one message: the `artifacts` object holding it "
+        "whole; `output` then holds a preview.",
+    )
 
 
 class SubTaskAssigned(Event):
@@ -127,6 +132,11 @@ class StepRecorded(Event):
         default_factory=list,
         description="What the runtime did around the call: fallbacks, warnings to the model.",
     )
+    content_ref: str | None = Field(
+        default=None,
+        description="A step too large for one message: the `artifacts` object holding its "
+        "input and output whole; `input` and `output` then hold previews.",
+    )
 
 
 class SubTaskFinished(Event):
@@ -140,6 +150,11 @@ class SubTaskFinished(Event):
     status: SubTaskStatus
     reason: str = Field(description="Why the run ended so, in words a person can act on.")
     output: Any = Field(default=None, description="The final or partial output.")
+    output_ref: str | None = Field(
+        default=None,
+        description="An output too large for one message: the `artifacts` object holding it "
+        "whole; `output` then holds a preview.",
+    )
     usage: Usage
     limit: str | None = Field(default=None, description="The limit reached, if one was.")
     flags: list[str] = Field(default_factory=list, description="Findings of the output validators.")
@@ -232,6 +247,12 @@ class TaskFinished(Event):
     output: Any = Field(default=None, description="Outputs of the final sub-tasks, by id.")
     usage: Usage
     subtasks: list[SubTaskSummary]
+    result_ref: str | None = Field(
+        default=None,
+        description="A result too large for one message: the `artifacts` object holding this "
+        "event whole; `output` then holds a preview and `subtasks` only the ones that did not "
+        "complete, as far as they fit.",
+    )
 
 
 EVENT_MODELS: tuple[type[Event], ...] = (

@@ -64,3 +64,8 @@ class RunCheckpoint(BaseModel):
     finished: SubTaskFinished | None = Field(
         default=None, description="The terminal event, once decided (phase `finished`)."
     )
+    stored_ref: str | None = Field(
+        default=None,
+        description="A checkpoint too large for one message: the `artifacts` object holding "
+        "it whole; this one then carries only its ids, phase and usage.",
+    )

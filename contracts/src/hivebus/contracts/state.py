@@ -86,5 +86,8 @@ class SubTaskState(BaseModel):
     reason: str = ""
     blocked_by: str | None = None
     output: Any = None
+    output_ref: str | None = Field(
+        default=None, description="The `artifacts` object holding a large output whole."
+    )
     usage: Usage = Field(default_factory=Usage)
     flags: list[str] = Field(default_factory=list)

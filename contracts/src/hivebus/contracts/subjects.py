@@ -55,6 +55,15 @@ def knowledge_result_key(write_id: str) -> str:
     return f"write.{write_id}"
 
 
+ARTIFACTS_BUCKET = "artifacts"
+"""Object store: contents too large for one message (outputs, step records, task results)."""
+
+
+def artifact_name(task_id: str, *parts: str | int) -> str:
+    """Name of one object in the `artifacts` store: `<task>/<part>/...`."""
+    return "/".join((task_id, *(str(part) for part in parts)))
+
+
 RUNS_BUCKET = "runs"
 """KV bucket: run checkpoints, `<task>.<subtask>.<attempt>`, written after every step."""
 

@@ -8,6 +8,11 @@ with delay when the bus or a checkpoint is unreachable (retryable); term and dea
 an error that no retry can fix; nothing at all when the run was fenced (`RunFencedError`:
 another worker holds it and settles its own delivery).
 
+Large contents: dependency outputs passed by reference are read from the `artifacts` store
+for the first prompt; a terminal event too large for the bus travels by reference (the
+publisher does that), and one that cannot be stored at all is published `failed` instead,
+its output dropped, saying why: once, never a reason to redeliver.
+
     start_agent(...)          build the broker, connect, build the service ready, start
     build_agent_broker(...)   only the broker and its work subscriber (AsyncAPI needs no server)
 
@@ -22,15 +27,20 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from hivebus.agent.answers import inline_outputs
 from hivebus.agent.breakers import BreakerEvents, serving
-from hivebus.agent.checkpoint import CheckpointStore, RunCheckpointHandle, RunFencedError
+from hivebus.agent.checkpoint import (
+    CheckpointStore,
+    LargeCheckpoints,
+    RunCheckpointHandle,
+    RunFencedError,
+)
 from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run
 from hivebus.agent.modelcall import BudgetGate, ModelCaller
 from hivebus.agent.models import Model
@@ -58,6 +68,7 @@ from hivebus.core import (
     jetstream,
     new_broker,
 )
+from hivebus.core.artifacts import ArtifactNotFoundError, Artifacts, PayloadTooLargeError
 from hivebus.core.budget import BudgetLedger, KvLedgerStore
 from hivebus.core.knowledge_client import KnowledgeClient
 from hivebus.core.reliability import BreakerRegistry
@@ -79,6 +90,8 @@ class AgentBus:
     checkpoints: CheckpointStore
     ledger: BudgetLedger
     knowledge: KnowledgeClient | None = None
+    artifacts: Artifacts | None = None
+    """The `artifacts` store: dependency outputs passed by reference are read from it."""
 
 
 @contextlib.asynccontextmanager
@@ -138,11 +151,49 @@ class AgentService:
         """Run the assignment with heartbeats and publish its terminal event."""
         try:
             async with heartbeat(msg, self.settings.heartbeat_s):
-                finished = await self.execute(assignment)
-                await self.bus.publisher.publish(finished)
+                try:
+                    finished = await self.execute(assignment)
+                except PayloadTooLargeError as exc:  # the run's own state cannot be kept
+                    log.exception("checkpoint_unstorable")
+                    finished = self._unstorable(assignment, exc)
+                await self._publish_finished(finished)
         except RunFencedError:
             log.warning("run_fenced", delivery=msg.raw_message.metadata.num_delivered)
             raise  # the Settler leaves the message to the worker that holds the run now
+
+    def _unstorable(
+        self, assignment: SubTaskAssigned, error: PayloadTooLargeError
+    ) -> SubTaskFinished:
+        """The run ends `failed` once: its checkpoint cannot be stored, so it cannot go on.
+
+        Its message id is the attempt's terminal one, so a redelivery that ends the same way
+        publishes the same event, stored once.
+        """
+        return SubTaskFinished(
+            task_id=assignment.task_id,
+            subtask_id=assignment.subtask_id,
+            attempt=assignment.attempt,
+            run_id="-",
+            role=self.role,
+            status=SubTaskStatus.FAILED,
+            reason=f"the run's checkpoint could not be stored, so it cannot go on: {error}",
+            usage=Usage(),
+        )
+
+    async def _publish_finished(self, finished: SubTaskFinished) -> None:
+        """Publish the decided terminal event, or, if it cannot travel at all, its failure.
+
+        The failure is derived from the decision alone (same event id), so a redelivery that
+        republishes the decision publishes the same failure, stored once.
+        """
+        try:
+            await self.bus.publisher.publish(finished)
+        except PayloadTooLargeError as exc:
+            error = exc
+        else:
+            return
+        log.error("terminal_event_unstorable", status=finished.status.value, error=str(error))
+        await self.bus.publisher.publish(unpublishable(finished, error))
 
     async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished:
         """Run (or resume) one assignment to its terminal event, checkpointing every step.
@@ -163,7 +214,7 @@ class AgentService:
     async def _run(
         self, assignment: SubTaskAssigned, handle: RunCheckpointHandle
     ) -> SubTaskFinished:
-        state = handle.state or new_run(assignment)
+        state = handle.state or new_run(await self._with_dependencies(assignment))
         bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=state.run_id)
         if handle.state is not None:
             log.info("run_resumed", steps_done=state.usage.steps)
@@ -193,6 +244,18 @@ class AgentService:
         finished = self._finished(assignment, state.run_id, outcome)
         await loop.decide(finished)
         return finished
+
+    async def _with_dependencies(self, assignment: SubTaskAssigned) -> SubTaskAssigned:
+        """The assignment with its dependency outputs passed by reference read whole."""
+        outputs: dict[str, object] = {}
+        for dep in assignment.dependencies:
+            if dep.output_ref is None or self.bus.artifacts is None:
+                continue
+            try:
+                outputs[dep.subtask_id] = await self.bus.artifacts.get_json(dep.output_ref)
+            except ArtifactNotFoundError as exc:
+                log.warning("dependency_output_missing", dependency=dep.subtask_id, error=str(exc))
+        return inline_outputs(assignment, outputs)
 
     def _context(
         self, assignment: SubTaskAssigned, models: list[Model], handle: RunCheckpointHandle
@@ -245,17 +308,39 @@ class AgentService:
         )
 
 
-async def handle_work(
-    assignment: SubTaskAssigned,
-    msg: NatsMessage,
-    service: AgentService = Context(SERVICE_CONTEXT_KEY),
-) -> None:
-    """Handler edge: run the assignment, publish its terminal event, settle by the Settler.
+def unpublishable(finished: SubTaskFinished, error: PayloadTooLargeError) -> SubTaskFinished:
+    """The terminal event of a run whose own terminal event cannot be published or stored."""
+    return finished.model_copy(
+        update={
+            "status": SubTaskStatus.FAILED,
+            "reason": f"the run ended {finished.status.value} ({finished.reason[:500]}), but "
+            f"its terminal event could not be published: {error}",
+            "output": None,
+            "output_ref": None,
+        }
+    )
 
-    An assignment that fails validation never gets here: the broker's middleware terminates
-    it (see `hivebus.core.settle`).
+
+class WorkHandler:
+    """The work subscriber's function; it finds the ready service and its message in the broker.
+
+    It takes only the message body: FastStream resolves `Context()` arguments per message in a
+    worker thread, so the service and the message are read from the broker's context instead.
     """
-    await service.bus.settler.run(msg, service.work(assignment, msg))
+
+    def __init__(self, broker: NatsBroker) -> None:
+        """Serve the work subscriber of `broker`."""
+        self.broker = broker
+
+    async def handle_work(self, assignment: SubTaskAssigned) -> None:
+        """Handler edge: run the assignment, publish its terminal event, settle by the Settler.
+
+        An assignment that fails validation never gets here: the broker's middleware
+        terminates it (see `hivebus.core.settle`).
+        """
+        service: AgentService = self.broker.context.get(SERVICE_CONTEXT_KEY)
+        msg: NatsMessage = self.broker.context.get_local("message")
+        await service.bus.settler.run(msg, service.work(assignment, msg))
 
 
 def build_agent_broker(
@@ -276,7 +361,7 @@ def build_agent_broker(
             "answered by SubTaskStarted, StepRecorded and SubTaskFinished on EVENTS."
         ),
     )
-    subscriber(handle_work)
+    subscriber(WorkHandler(broker).handle_work)
     return broker
 
 
@@ -296,17 +381,22 @@ async def start_agent(
     broker = build_agent_broker(settings, config, role, url)
     try:
         js = await jetstream(broker)  # connects
-        publisher = Publisher(broker, settings.publish_timeout_s)
+        artifacts = Artifacts(js)
+        publisher = Publisher(broker, settings.publish_timeout_s, artifacts=artifacts)
         tasks = await js.key_value(subjects.TASKS_BUCKET)
         bus = AgentBus(
             publisher=publisher,
             settler=Settler(publisher, settings.nak_delay_s),
             tasks=tasks,
-            checkpoints=CheckpointStore(await js.key_value(subjects.RUNS_BUCKET)),
+            checkpoints=CheckpointStore(
+                await js.key_value(subjects.RUNS_BUCKET),
+                LargeCheckpoints(artifacts, await publisher.payload_budget()),
+            ),
             ledger=BudgetLedger(KvLedgerStore(tasks, settings.kv_cas_attempts)),
             knowledge=KnowledgeClient(
                 broker, await js.key_value(subjects.KNOWLEDGE_BUCKET), publisher
             ),
+            artifacts=artifacts,
         )
         broker.context.set_global(SERVICE_CONTEXT_KEY, AgentService(settings, runtime, bus, clock))
         await broker.start()

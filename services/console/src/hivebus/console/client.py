@@ -26,9 +26,12 @@ from hivebus.contracts import (
     subjects,
 )
 from hivebus.contracts.subjects import DeadLetterKind
-from hivebus.core import Publisher, Settings, jetstream, new_broker
+from hivebus.core import Publisher, Settings, get_logger, jetstream, new_broker
 from hivebus.core import kv as kvcas
+from hivebus.core.artifacts import ArtifactNotFoundError, Artifacts
 from hivebus.core.yamlfile import load_yaml
+
+log = get_logger(__name__)
 
 
 class PlanFileError(Exception):
@@ -97,7 +100,10 @@ class HiveClient:
     async def follow(
         self, task_id: str, idle_timeout_s: float | None = None
     ) -> AsyncIterator[tuple[str, BaseModel]]:
-        """Yield `(kind, event)` of a task from its first event until it finishes or is rejected."""
+        """Yield `(kind, event)` of a task from its first event until it finishes or is rejected.
+
+        A `TaskFinished` passed by reference is yielded whole (see `whole_result`).
+        """
         subscriber = self.broker.subscriber(
             subjects.events_of(task_id),
             stream=JStream(subjects.EVENTS_STREAM, declare=False),
@@ -124,11 +130,34 @@ class HiveClient:
                 if model is None:
                     continue
                 event = model.model_validate_json(message.body)
+                if isinstance(event, TaskFinished):
+                    event = await self.whole_result(event)
                 yield kind, event
                 if kind in FINAL_KINDS:
                     return
         finally:
             await subscriber.stop()
+
+    async def artifact(self, name: str) -> bytes:
+        """The content stored as `name` in the `artifacts` store (an `output_ref`, say).
+
+        Raises:
+            ArtifactNotFoundError: nothing is stored under `name`.
+        """
+        return await Artifacts(await jetstream(self.broker)).get(name)
+
+    async def whole_result(self, result: TaskFinished) -> TaskFinished:
+        """`result` whole: read from `artifacts` when it was too large for one message.
+
+        A result whose artifact is gone is returned as it travelled (its `result_ref` says so).
+        """
+        if result.result_ref is None:
+            return result
+        try:
+            return TaskFinished.model_validate_json(await self.artifact(result.result_ref))
+        except ArtifactNotFoundError as exc:
+            log.warning("result_artifact_missing", task_id=result.task_id, error=str(exc))
+            return result
 
     async def cancel(self, task_id: str, reason: str) -> None:
         """Ask the orchestrator to cancel a task (runs stop at their next step boundary)."""
@@ -222,7 +251,8 @@ class HiveClient:
             for spec in submission.plan.subtasks:
                 key = subjects.subtask_key(task_id, spec.id)
                 state, _ = await kvcas.read(tasks, key, SubTaskState)
-                if state is not None:
-                    states.append(state)
+                # No key yet means pending: the orchestrator writes a sub-task's state only
+                # when something happens to it.
+                states.append(state or SubTaskState(id=spec.id, role=spec.role))
         result, _ = await kvcas.read(tasks, subjects.result_key(task_id), TaskFinished)
         return meta, states, result

@@ -172,14 +172,21 @@ class KvLedgerStore:
     """Ledgers as `<task>.ledger` in the `tasks` KV bucket."""
 
     def __init__(self, kv: KeyValue, attempts: int = 50) -> None:
-        """Use the bucket `kv`."""
+        """Use the bucket `kv`; keep what this process wrote (a settle follows its reserve)."""
         self.kv = kv
         self.attempts = attempts
+        self.cache = kvcas.WriteCache(capacity=10_000)
 
     async def update(self, task_id: str, change: LedgerChange) -> tuple[LedgerState | None, bool]:
         """See `LedgerStore`."""
         return await kvcas.cas_update(
-            self.kv, subjects.ledger_key(task_id), LedgerState, change, self.attempts
+            self.kv,
+            subjects.ledger_key(task_id),
+            LedgerState,
+            change,
+            self.attempts,
+            cache=self.cache,
+            assume_absent=True,
         )
 
 

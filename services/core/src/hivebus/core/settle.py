@@ -11,8 +11,10 @@
 The error decides, never the handler that caught it: its `retryable` attribute. A pydantic
 `ValidationError` (the message breaks a contract) is never retryable. An error that does not
 say (a publish timeout, a dropped connection) is taken as retryable: the bus is its usual
-cause, and max_deliver bounds the redeliveries. Bodies that fail validation before a handler
-runs are settled the same way, by the broker middleware from `invalid_message_middleware`.
+cause, and max_deliver bounds the redeliveries. A message too large for the server
+(`MaxPayloadError`) is never retried: it would be too large again. Bodies that fail
+validation before a handler runs are settled the same way, by the broker middleware from
+`invalid_message_middleware`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from faststream import Context
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsMessage
+from nats.errors import MaxPayloadError
 from pydantic import ValidationError
 
 from hivebus.contracts import DeadLetter, describe_validation_error, is_identifier, subjects
@@ -54,8 +57,8 @@ def settlement_for(exc: BaseException) -> Settlement:
     """How a message whose handler raised `exc` is settled (see the module docstring)."""
     if isinstance(exc, SupersededError):
         return Settlement.LEAVE
-    if isinstance(exc, ValidationError):
-        return Settlement.TERM
+    if isinstance(exc, ValidationError | MaxPayloadError):
+        return Settlement.TERM  # the same message breaks the same contract or bound again
     return Settlement.NAK if getattr(exc, "retryable", True) else Settlement.TERM
 
 

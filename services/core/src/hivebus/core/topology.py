@@ -1,4 +1,4 @@
-"""Create the streams, consumers and KV buckets hivebus needs; safe to run at every start."""
+"""Create the streams, consumers, buckets and object store hivebus needs; safe at every start."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from hivebus.contracts import subjects
 from hivebus.core.logging import get_logger
@@ -152,13 +153,41 @@ async def ensure_buckets(js: JetStreamContext, replicas: int = 1) -> None:
         )
 
 
+def object_store_config(replicas: int = 1) -> ObjectStoreConfig:
+    """The `artifacts` object store: file storage and no expiry (task state refers to it).
+
+    The size of one object is bounded by `hivebus.core.artifacts.MAX_OBJECT_BYTES`.
+    """
+    return ObjectStoreConfig(
+        bucket=subjects.ARTIFACTS_BUCKET,
+        description="Contents too large for one message, passed by reference.",
+        storage=StorageType.FILE,
+        replicas=replicas,
+    )
+
+
+async def ensure_object_store(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the `artifacts` object store unless it exists (an existing one is kept as is).
+
+    Guarded because the server refuses to create a bucket again with another configuration.
+    """
+    try:
+        await js.object_store(subjects.ARTIFACTS_BUCKET)
+    except BucketNotFoundError:
+        await js.create_object_store(
+            subjects.ARTIFACTS_BUCKET, config=object_store_config(replicas)
+        )
+        log.info("object_store_created", bucket=subjects.ARTIFACTS_BUCKET)
+
+
 async def provision(
     js: JetStreamContext, settings: Settings, roles: list[str], replicas: int | None = None
 ) -> None:
-    """Everything at once: streams, buckets, the orchestrator's and the roles' consumers."""
+    """Everything at once: streams, buckets, the object store, every consumer."""
     replicas = replicas or settings.replicas
     await ensure_streams(js, settings, replicas)
     await ensure_buckets(js, replicas)
+    await ensure_object_store(js, replicas)
     consumers = orchestrator_consumers(settings)
     consumers.extend(agent_consumer(settings, role) for role in roles)
     consumers.append(

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
 
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
@@ -131,39 +129,49 @@ class KnowledgeService:
         )
 
 
-Service = Annotated[KnowledgeService, Context(SERVICE_CONTEXT)]
-"""The handlers' service, set in the broker's context by `start_knowledge`."""
+class Handlers:
+    """The subscribers' functions; each finds the ready service and its message in the broker.
 
+    They take only the message body (FastStream would resolve `Context()` arguments in a
+    worker thread per message), as the orchestrator's and the agent's handlers do.
+    """
 
-async def on_write(write: NoteWrite, msg: NatsMessage, service: Service) -> None:
-    """Apply one write; settle the message by how it ended."""
-    bind_ids(task_id=write.task_id, subtask_id=write.subtask_id, run_id=write.run_id)
-    await service.settler.run(msg, service.write(write))
+    def __init__(self, broker: NatsBroker) -> None:
+        """Serve the subscribers of `broker`."""
+        self.broker = broker
 
+    def _service(self) -> KnowledgeService:
+        service: KnowledgeService = self.broker.context.get(SERVICE_CONTEXT)
+        return service
 
-async def on_read(request: NoteRead, service: Service) -> NoteReadResult:
-    """Answer a read."""
-    return await service.read(request)
+    async def on_write(self, write: NoteWrite) -> None:
+        """Apply one write; settle the message by how it ended."""
+        bind_ids(task_id=write.task_id, subtask_id=write.subtask_id, run_id=write.run_id)
+        msg: NatsMessage = self.broker.context.get_local("message")
+        service = self._service()
+        await service.settler.run(msg, service.write(write))
 
+    async def on_read(self, request: NoteRead) -> NoteReadResult:
+        """Answer a read."""
+        return await self._service().read(request)
 
-async def on_list(request: NoteList, service: Service) -> NoteListResult:
-    """Answer a listing."""
-    return await service.list(request)
+    async def on_list(self, request: NoteList) -> NoteListResult:
+        """Answer a listing."""
+        return await self._service().list(request)
 
+    async def on_search(self, request: NoteSearch) -> NoteSearchResult:
+        """Answer a search."""
+        return await self._service().search(request)
 
-async def on_search(request: NoteSearch, service: Service) -> NoteSearchResult:
-    """Answer a search."""
-    return await service.search(request)
-
-
-async def on_log(request: NoteLog, service: Service) -> NoteLogResult:
-    """Answer a history request."""
-    return await service.log(request)
+    async def on_log(self, request: NoteLog) -> NoteLogResult:
+        """Answer a history request."""
+        return await self._service().log(request)
 
 
 def build_knowledge_broker(settings: Settings, url: str) -> NatsBroker:
     """A FastStream broker with the writer and the readers; the service is set by the caller."""
     broker = new_broker(url, "knowledge", settings)
+    on = Handlers(broker)
     broker.subscriber(
         subjects.KNOWLEDGE_WRITE,
         stream=JStream(subjects.KNOWLEDGE_STREAM, declare=False),
@@ -172,11 +180,11 @@ def build_knowledge_broker(settings: Settings, url: str) -> NatsBroker:
         ack_policy=AckPolicy.MANUAL,
         title="knowledge.write",
         description="NoteWrite, applied one at a time; NoteCommitted, then the result in KV.",
-    )(on_write)
-    broker.subscriber(subjects.KNOWLEDGE_READ, queue=READERS)(on_read)
-    broker.subscriber(subjects.KNOWLEDGE_LIST, queue=READERS)(on_list)
-    broker.subscriber(subjects.KNOWLEDGE_SEARCH, queue=READERS)(on_search)
-    broker.subscriber(subjects.KNOWLEDGE_LOG, queue=READERS)(on_log)
+    )(on.on_write)
+    broker.subscriber(subjects.KNOWLEDGE_READ, queue=READERS)(on.on_read)
+    broker.subscriber(subjects.KNOWLEDGE_LIST, queue=READERS)(on.on_list)
+    broker.subscriber(subjects.KNOWLEDGE_SEARCH, queue=READERS)(on.on_search)
+    broker.subscriber(subjects.KNOWLEDGE_LOG, queue=READERS)(on.on_log)
     return broker
 
 

@@ -5,6 +5,10 @@ key is absent) it returns the new value, or None to leave it. Changes may run se
 (compare-and-set retries a lost race), so they only compute; every status move goes through
 the transition table. A change that finds the work already done returns None: that is what
 makes a redelivered event harmless.
+
+A sub-task's state is written only when something happens to it: an absent key is a pending
+sub-task with no completed dependency (`pending`), so accepting a task of 10,000 sub-tasks
+writes no 10,000 keys.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import datetime
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
     SubTaskFinished,
+    SubTaskStarted,
     SubTaskState,
     SubTaskStatus,
     TaskMeta,
@@ -27,16 +32,21 @@ S = SubTaskStatus
 SubTaskChange = Callable[[SubTaskState | None], SubTaskState | None]
 MetaChange = Callable[[TaskMeta | None], TaskMeta | None]
 
-_WAY_TO_RUNNING = (S.READY, S.DISPATCHED, S.RUNNING)
+_WAY_TO_RUNNING = (S.PENDING, S.READY, S.DISPATCHED, S.RUNNING)
 _NOT_STARTED = frozenset({S.PENDING, S.READY, S.DISPATCHED})
+
+
+def pending(subtask_id: str, role: str) -> SubTaskState:
+    """The state an absent key stands for."""
+    return SubTaskState(id=subtask_id, role=role)
 
 
 def advance(current: SubTaskStatus, target: SubTaskStatus) -> SubTaskStatus:
     """Move to `target`, first through the steps a fast agent's event may have overtaken.
 
-    A result can arrive before the scheduler recorded `dispatched` (the publish was acked
-    but the orchestrator crashed, or the agent was quicker) or before `started` was applied;
-    each intermediate move still goes through the transition table.
+    A result can arrive before the scheduler recorded `dispatched` (the state is written after
+    the publish, and the agent may be quicker) or before `started` was applied; each
+    intermediate move still goes through the transition table.
     """
     if current in _WAY_TO_RUNNING:
         for step in _WAY_TO_RUNNING[_WAY_TO_RUNNING.index(current) + 1 :]:
@@ -44,11 +54,6 @@ def advance(current: SubTaskStatus, target: SubTaskStatus) -> SubTaskStatus:
                 break
             current = transition(current, step)
     return transition(current, target)
-
-
-def create_pending(subtask_id: str, role: str) -> SubTaskChange:
-    """Create a pending sub-task unless one exists."""
-    return lambda cur: SubTaskState(id=subtask_id, role=role) if cur is None else None
 
 
 def start_task(task_id: str, total: int, now: datetime) -> MetaChange:
@@ -65,47 +70,63 @@ def start_task(task_id: str, total: int, now: datetime) -> MetaChange:
     return start
 
 
-def make_ready(needed: int) -> SubTaskChange:
-    """`pending -> ready` once `needed` dependencies completed."""
+def mark_dispatched(subtask_id: str, role: str) -> SubTaskChange:
+    """`pending -> ready -> dispatched` once the assignment is on the bus (one write)."""
 
-    def ready(cur: SubTaskState | None) -> SubTaskState | None:
-        if cur is None or cur.status != S.PENDING or cur.deps_done < needed:
-            return None
-        return cur.model_copy(update={"status": transition(cur.status, S.READY)})
+    def dispatched(cur: SubTaskState | None) -> SubTaskState | None:
+        state = cur or pending(subtask_id, role)
+        if state.status != S.PENDING:
+            return None  # already dispatched, or the agent's events overtook this write
+        return state.model_copy(update={"status": advance(state.status, S.DISPATCHED)})
 
-    return ready
-
-
-def mark_dispatched(cur: SubTaskState | None) -> SubTaskState | None:
-    """`ready -> dispatched` (the assignment is on the bus)."""
-    if cur is None or cur.status != S.READY:
-        return None
-    return cur.model_copy(update={"status": transition(cur.status, S.DISPATCHED)})
+    return dispatched
 
 
-def mark_running(attempt: int, run_id: str) -> SubTaskChange:
-    """`dispatched -> running` for this attempt (ignored if stale or already further)."""
+def dispatchable(state: SubTaskState | None, needed: int) -> bool:
+    """Whether a sub-task is pending with every dependency completed."""
+    deps_done = state.deps_done if state is not None else 0
+    return (state is None or state.status == S.PENDING) and deps_done >= needed
+
+
+def mark_running(role: str, needed: int, event: SubTaskStarted) -> SubTaskChange:
+    """`dispatched -> running` for this attempt (ignored if stale or already further).
+
+    A run of a sub-task that was never dispatchable (a dependency not completed) is ignored.
+    """
 
     def run(cur: SubTaskState | None) -> SubTaskState | None:
-        if cur is None or cur.attempt != attempt or cur.status not in {S.READY, S.DISPATCHED}:
+        state = cur or pending(event.subtask_id, role)
+        if state.attempt != event.attempt or state.status not in _NOT_STARTED:
             return None
-        return cur.model_copy(update={"status": advance(cur.status, S.RUNNING), "run_id": run_id})
+        if state.status == S.PENDING and state.deps_done < needed:
+            return None
+        return state.model_copy(
+            update={"status": advance(state.status, S.RUNNING), "run_id": event.run_id}
+        )
 
     return run
 
 
-def apply_result(event: SubTaskFinished) -> SubTaskChange:
-    """The run's terminal status, reason, output and usage, once per attempt."""
+def apply_result(role: str, needed: int, event: SubTaskFinished) -> SubTaskChange:
+    """The run's terminal status, reason, output and usage, once per attempt.
+
+    A result for a sub-task that was never dispatchable (a dependency not completed) is
+    ignored: no agent could have been given it.
+    """
 
     def apply(cur: SubTaskState | None) -> SubTaskState | None:
-        if cur is None or cur.attempt != event.attempt or cur.status in SUBTASK_TERMINAL:
+        state = cur or pending(event.subtask_id, role)
+        if state.attempt != event.attempt or state.status in SUBTASK_TERMINAL:
             return None  # stale attempt or already applied: a duplicate changes nothing
-        return cur.model_copy(
+        if state.status == S.PENDING and state.deps_done < needed:
+            return None
+        return state.model_copy(
             update={
-                "status": advance(cur.status, event.status),
+                "status": advance(state.status, event.status),
                 "run_id": event.run_id,
                 "reason": event.reason,
                 "output": event.output,
+                "output_ref": event.output_ref,
                 "usage": event.usage,
                 "flags": event.flags,
             }
@@ -114,29 +135,29 @@ def apply_result(event: SubTaskFinished) -> SubTaskChange:
     return apply
 
 
-def add_dependency(size: int, position: int) -> SubTaskChange:
+def add_dependency(subtask_id: str, role: str, size: int, position: int) -> SubTaskChange:
     """Mark dependency number `position` (of `size`) completed; a repeat changes nothing."""
 
     def add(cur: SubTaskState | None) -> SubTaskState | None:
-        if cur is None:
-            return None
-        bits, added = set_bits(cur.deps_bits, size, [position])
+        state = cur or pending(subtask_id, role)
+        bits, added = set_bits(state.deps_bits, size, [position])
         if not added:
             return None
-        return cur.model_copy(update={"deps_bits": bits, "deps_done": cur.deps_done + added})
+        return state.model_copy(update={"deps_bits": bits, "deps_done": state.deps_done + added})
 
     return add
 
 
-def block(root: str, reason: str) -> SubTaskChange:
+def block(subtask_id: str, role: str, root: str, reason: str) -> SubTaskChange:
     """`pending -> blocked`, naming the failed sub-task at the root."""
 
     def blocked(cur: SubTaskState | None) -> SubTaskState | None:
-        if cur is None or cur.status != S.PENDING:
+        state = cur or pending(subtask_id, role)
+        if state.status != S.PENDING:
             return None
-        return cur.model_copy(
+        return state.model_copy(
             update={
-                "status": transition(cur.status, S.BLOCKED),
+                "status": transition(state.status, S.BLOCKED),
                 "blocked_by": root,
                 "reason": reason,
             }
@@ -145,14 +166,15 @@ def block(root: str, reason: str) -> SubTaskChange:
     return blocked
 
 
-def cancel_waiting(reason: str) -> SubTaskChange:
+def cancel_waiting(subtask_id: str, role: str, reason: str) -> SubTaskChange:
     """A sub-task not running yet ends `cancelled`."""
 
     def cancel(cur: SubTaskState | None) -> SubTaskState | None:
-        if cur is None or cur.status not in _NOT_STARTED:
+        state = cur or pending(subtask_id, role)
+        if state.status not in _NOT_STARTED:
             return None
-        return cur.model_copy(
-            update={"status": transition(cur.status, S.CANCELLED), "reason": reason}
+        return state.model_copy(
+            update={"status": transition(state.status, S.CANCELLED), "reason": reason}
         )
 
     return cancel

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
-from hivebus.contracts import Plan, SubTaskSpec
+from hivebus.contracts import Plan, SubTaskSpec, TaskSubmitted
+from hivebus.core.lru import Lru
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,9 @@ class Graph:
         return len(self.specs)
 
 
-class GraphCache:
-    """A bounded LRU of graphs by task id: plans never change, so caching is always safe."""
+GraphCache = Lru[str, tuple[TaskSubmitted, Graph]]
+"""Accepted plans and their graphs by task id (bounded LRU).
 
-    def __init__(self, capacity: int = 256) -> None:
-        """Keep at most `capacity` graphs."""
-        self.capacity = capacity
-        self._items: OrderedDict[str, Graph] = OrderedDict()
-
-    def get(self, task_id: str) -> Graph | None:
-        """The cached graph, refreshed as most recently used."""
-        graph = self._items.get(task_id)
-        if graph is not None:
-            self._items.move_to_end(task_id)
-        return graph
-
-    def put(self, task_id: str, graph: Graph) -> None:
-        """Cache a graph, evicting the least recently used beyond capacity."""
-        self._items[task_id] = graph
-        self._items.move_to_end(task_id)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+A plan never changes once stored, so caching is always safe: a task's plan is read from KV
+and parsed once per orchestrator process, not once per event.
+"""

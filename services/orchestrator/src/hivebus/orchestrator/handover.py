@@ -1,7 +1,9 @@
 """Handing a finished sub-task's output to the sub-tasks that depend on it: inline, or by note.
 
-An output longer than `INLINE_OUTPUT_CHARS` is written to the knowledge store when its
-sub-task completes (`output_note`), and a dependent gets the note's path and a preview
+An output too large for one message arrives as a preview and an `artifacts` object
+(`output_ref`); the dependent gets both and reads the object. An output longer than
+`INLINE_OUTPUT_CHARS` is written to the knowledge store when its sub-task completes
+(`output_note`), and a dependent gets the note's path and a preview
 instead of the whole text. A dependent is dispatched only once that note is readable: the
 scheduler asks `NoteWatch.committed` first, and until the knowledge service has committed the
 note the hand-over raises `HandoverNotReadyError` (retryable: the result event is delivered
@@ -87,6 +89,11 @@ async def hand_over(
     for dep in depends_on:
         state = await read(dep)
         output = state.output if state else None
+        if state is not None and state.output_ref is not None:  # too large for any message
+            handed.append(
+                DependencyOutput(subtask_id=dep, output=output, output_ref=state.output_ref)
+            )
+            continue
         if not is_large(output):
             handed.append(DependencyOutput(subtask_id=dep, output=output))
             continue

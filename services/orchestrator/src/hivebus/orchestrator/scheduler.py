@@ -10,9 +10,11 @@ in `changes`; this module decides which to apply and what to publish.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
@@ -40,6 +42,21 @@ from hivebus.orchestrator.validation import validate_submission
 log = get_logger(__name__)
 
 S = SubTaskStatus
+ItemT = TypeVar("ItemT")
+
+CONCURRENCY = 64
+"""Dispatches (and dependency marks) one event may have in flight at once."""
+
+
+async def _each(items: Iterable[ItemT], work: Callable[[ItemT], Awaitable[object]]) -> None:
+    """Run `work` on every item, at most `CONCURRENCY` at once; the first error is raised."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(item: ItemT) -> None:
+        async with gate:
+            await work(item)
+
+    await asyncio.gather(*(one(item) for item in items))
 
 
 class Scheduler:
@@ -62,7 +79,7 @@ class Scheduler:
         self.config = config
         self.notes = notes
         self.clock = clock or SystemClock()
-        self.graphs = GraphCache()
+        self.graphs = GraphCache(256)
 
     # -- submissions ---------------------------------------------------------------------
 
@@ -76,28 +93,33 @@ class Scheduler:
         if stored.event_id != submission.event_id:
             log.info("duplicate_submission", task_id=task_id, kept=stored.event_id)
         graph = self._remember(stored)
-        for spec in stored.plan.subtasks if stored.plan else ():
-            await self.store.update_subtask(
-                task_id, spec.id, changes.create_pending(spec.id, spec.role)
-            )
         start = changes.start_task(task_id, graph.size, self.clock.now())
         meta = await self.store.update_meta(task_id, start)
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
         await self.events.publish(DeadlineReached(task_id=task_id, deadline=deadline))
-        for root in graph.roots:
-            await self._dispatch_if_ready(stored, graph, root)
+
+        async def dispatch_root(root: str) -> None:
+            # Read first: a repeated submission (or its redelivery) dispatches no root twice.
+            if changes.dispatchable(await self.store.read_subtask(task_id, root), 0):
+                await self._dispatch(stored, graph, root)
+
+        await _each(graph.roots, dispatch_root)
 
     def _remember(self, submission: TaskSubmitted) -> Graph:
-        graph = self.graphs.get(submission.task_id)
-        if graph is None:
-            assert submission.plan is not None  # noqa: S101 - accepted submissions have plans
-            graph = Graph.from_plan(submission.plan)
-            self.graphs.put(submission.task_id, graph)
+        cached = self.graphs.get(submission.task_id)
+        if cached is not None:
+            return cached[1]
+        assert submission.plan is not None  # noqa: S101 - accepted submissions have plans
+        graph = Graph.from_plan(submission.plan)
+        self.graphs.put(submission.task_id, (submission, graph))
         return graph
 
     async def _load(self, task_id: str) -> tuple[TaskSubmitted, Graph] | None:
+        cached = self.graphs.get(task_id)
+        if cached is not None:
+            return cached
         submission = await self.store.load_plan(task_id)
         if submission is None or submission.plan is None:
             return None
@@ -105,14 +127,16 @@ class Scheduler:
 
     # -- dispatch ------------------------------------------------------------------------
 
-    async def _dispatch_if_ready(self, submission: TaskSubmitted, graph: Graph, sid: str) -> None:
-        """Dispatch `sid` if all its dependencies completed (again, after a crash: same id)."""
+    async def _dispatch(
+        self, submission: TaskSubmitted, graph: Graph, sid: str, attempt: int = 1
+    ) -> None:
+        """Publish a dispatchable sub-task, then record it `dispatched` (in one write).
+
+        Done again after a crash, the publish carries the same message id, so agents see it
+        once; the write finds the sub-task already further and changes nothing.
+        """
         spec = graph.specs[sid]
         task_id = submission.task_id
-        ready = changes.make_ready(graph.in_degree[sid])
-        state = await self.store.update_subtask(task_id, sid, ready)
-        if state is None or state.status != S.READY:
-            return
         dependencies = await hand_over(
             task_id,
             list(dict.fromkeys(spec.depends_on)),
@@ -123,7 +147,7 @@ class Scheduler:
             SubTaskAssigned(
                 task_id=task_id,
                 subtask_id=sid,
-                attempt=state.attempt,
+                attempt=attempt,
                 role=spec.role,
                 goal=submission.goal,
                 prompt=spec.prompt,
@@ -136,14 +160,19 @@ class Scheduler:
                 dependencies=dependencies,
             )
         )
-        await self.store.update_subtask(task_id, sid, changes.mark_dispatched)
+        await self.store.update_subtask(task_id, sid, changes.mark_dispatched(sid, spec.role))
 
     # -- results -------------------------------------------------------------------------
 
     async def started(self, event: SubTaskStarted) -> None:
         """A run began: `dispatched -> running` (ignored if stale or already further)."""
-        running = changes.mark_running(event.attempt, event.run_id)
-        await self.store.update_subtask(event.task_id, event.subtask_id, running)
+        loaded = await self._load(event.task_id)
+        if loaded is None or event.subtask_id not in loaded[1].specs:
+            return
+        graph = loaded[1]
+        sid = event.subtask_id
+        running = changes.mark_running(graph.specs[sid].role, graph.in_degree[sid], event)
+        await self.store.update_subtask(event.task_id, sid, running)
 
     async def finished(self, event: SubTaskFinished) -> None:
         """Apply a terminal result once, then unblock or block dependents, then maybe finish."""
@@ -154,7 +183,8 @@ class Scheduler:
             )
             return
         submission, graph = loaded
-        apply = changes.apply_result(event)
+        sid = event.subtask_id
+        apply = changes.apply_result(graph.specs[sid].role, graph.in_degree[sid], event)
         state = await self.store.update_subtask(event.task_id, event.subtask_id, apply)
         if state is None or state.status not in SUBTASK_TERMINAL:
             return
@@ -177,12 +207,19 @@ class Scheduler:
         if state.status == S.COMPLETED:
             if is_large(state.output):
                 await self.events.publish(output_note(task_id, state.id, state.output))
-            for dependent in graph.dependents[state.id]:
+
+            async def unblock(dependent: str) -> None:
                 add = changes.add_dependency(
-                    graph.in_degree[dependent], graph.dep_position[dependent, state.id]
+                    dependent,
+                    graph.specs[dependent].role,
+                    graph.in_degree[dependent],
+                    graph.dep_position[dependent, state.id],
                 )
-                await self.store.update_subtask(task_id, dependent, add)
-                await self._dispatch_if_ready(submission, graph, dependent)
+                after = await self.store.update_subtask(task_id, dependent, add)
+                if after is not None and changes.dispatchable(after, graph.in_degree[dependent]):
+                    await self._dispatch(submission, graph, dependent, after.attempt)
+
+            await _each(graph.dependents[state.id], unblock)
         else:
             done.extend(await self._block_dependents(task_id, graph, meta, state))
         finished = changes.count_finished([graph.index[s] for s in done])
@@ -192,9 +229,7 @@ class Scheduler:
         self, task_id: str, graph: Graph, meta: TaskMeta, root: SubTaskState
     ) -> list[str]:
         """Block every transitive dependent of a failed sub-task, naming it as the root cause."""
-        block = changes.block(
-            root.id, f"dependency {root.id!r} ended {root.status.value}: {root.reason}"
-        )
+        reason = f"dependency {root.id!r} ended {root.status.value}: {root.reason}"
         blocked: list[str] = []
         seen: set[str] = set()
         queue = deque(graph.dependents[root.id])
@@ -203,6 +238,7 @@ class Scheduler:
             if sid in seen or meta.is_finished(graph.index[sid]):
                 continue  # a finished block already covered this sub-tree
             seen.add(sid)
+            block = changes.block(sid, graph.specs[sid].role, root.id, reason)
             state = await self.store.update_subtask(task_id, sid, block)
             if state is not None and state.status == S.BLOCKED:
                 blocked.append(sid)
@@ -226,11 +262,11 @@ class Scheduler:
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         await self.store.mark_cancelled(task_id)
-        cancel = changes.cancel_waiting(reason)
         ended = []
-        for sid in graph.specs:
+        for sid, spec in graph.specs.items():
             if meta.is_finished(graph.index[sid]):
                 continue
+            cancel = changes.cancel_waiting(sid, spec.role, reason)
             state = await self.store.update_subtask(task_id, sid, cancel)
             if state is not None and state.status == S.CANCELLED:
                 ended.append(graph.index[sid])
@@ -252,11 +288,10 @@ class Scheduler:
             return
         result = await self.store.read_result(task_id)
         if result is None:
-            states = []
-            for sid in graph.specs:
-                state = await self.store.read_subtask(task_id, sid)
-                if state is not None:
-                    states.append(state)
+            states = [
+                await self.store.read_subtask(task_id, sid) or changes.pending(sid, spec.role)
+                for sid, spec in graph.specs.items()
+            ]
             result = await self.store.create_result(
                 summarize(task_id, graph, states, meta, self.clock)
             )

@@ -14,8 +14,17 @@ from typing import Any, Protocol
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from hivebus.contracts import SubTaskState, TaskFinished, TaskMeta, TaskSubmitted, subjects
+from hivebus.contracts import (
+    SUBTASK_TERMINAL,
+    SubTaskState,
+    TaskFinished,
+    TaskMeta,
+    TaskSubmitted,
+    subjects,
+)
+from hivebus.core import Publisher
 from hivebus.core import kv as kvcas
+from hivebus.core.artifacts import offload
 
 MetaChange = Callable[[TaskMeta | None], TaskMeta | None]
 """A pure change of a task's meta (see `changes`)."""
@@ -65,20 +74,46 @@ class StateStore(Protocol):
         ...
 
 
-class KvStore:
-    """`StateStore` on the JetStream KV bucket `tasks`."""
+def _final(state: SubTaskState) -> bool:
+    return state.status in SUBTASK_TERMINAL
 
-    def __init__(self, kv: KeyValue, cas_attempts: int = 50) -> None:
-        """Use `kv`; bound compare-and-set retries by `cas_attempts`."""
+
+def _always(_: object) -> bool:
+    return True
+
+
+class KvStore:
+    """`StateStore` on the JetStream KV bucket `tasks`.
+
+    It keeps what it wrote (`kvcas.WriteCache`): updates skip the read of a key this process
+    wrote last, and reads of values that never change again (plans, results, finished
+    sub-tasks) are answered from it; the compare-and-set on the server still decides.
+    """
+
+    def __init__(
+        self, kv: KeyValue, cas_attempts: int = 50, publisher: Publisher | None = None
+    ) -> None:
+        """Use `kv`; bound compare-and-set retries by `cas_attempts`.
+
+        With a `publisher`, a result too large for one message (a KV value is one) is kept
+        whole in its `artifacts` store and by reference here, as it is published.
+        """
         self.kv = kv
         self.attempts = cas_attempts
+        self.cache = kvcas.WriteCache()
+        self.publisher = publisher
+
+    async def _update(self, key: str, model: type[Any], change: Any) -> Any:
+        value, _ = await kvcas.cas_update(
+            self.kv, key, model, change, self.attempts, cache=self.cache, assume_absent=True
+        )
+        return value
 
     async def _create_once(self, key: str, value: BaseModel, model: type[Any]) -> Any:
         def keep_or_set(current: BaseModel | None) -> BaseModel | None:
             return value if current is None else None
 
-        stored, _ = await kvcas.cas_update(self.kv, key, model, keep_or_set, self.attempts)
-        return stored
+        return await self._update(key, model, keep_or_set)
 
     async def create_plan(self, submission: TaskSubmitted) -> TaskSubmitted:
         """See `StateStore`."""
@@ -89,40 +124,40 @@ class KvStore:
 
     async def load_plan(self, task_id: str) -> TaskSubmitted | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(self.kv, subjects.plan_key(task_id), TaskSubmitted)
+        key = subjects.plan_key(task_id)
+        value, _ = await kvcas.read(self.kv, key, TaskSubmitted, self.cache, _always)
         return value
 
     async def read_meta(self, task_id: str) -> TaskMeta | None:
         """See `StateStore`."""
+        # Always read: answering this from the cache lost finished marks in the agent-kills
+        # chaos test (a cause not yet found), so the meta is only written through the cache.
         value, _ = await kvcas.read(self.kv, subjects.meta_key(task_id), TaskMeta)
         return value
 
     async def update_meta(self, task_id: str, change: MetaChange) -> TaskMeta | None:
         """See `StateStore`."""
-        value, _ = await kvcas.cas_update(
-            self.kv, subjects.meta_key(task_id), TaskMeta, change, self.attempts
-        )
+        value: TaskMeta | None = await self._update(subjects.meta_key(task_id), TaskMeta, change)
         return value
 
     async def read_subtask(self, task_id: str, subtask_id: str) -> SubTaskState | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(
-            self.kv, subjects.subtask_key(task_id, subtask_id), SubTaskState
-        )
+        key = subjects.subtask_key(task_id, subtask_id)
+        value, _ = await kvcas.read(self.kv, key, SubTaskState, self.cache, _final)
         return value
 
     async def update_subtask(
         self, task_id: str, subtask_id: str, change: SubTaskChange
     ) -> SubTaskState | None:
         """See `StateStore`."""
-        value, _ = await kvcas.cas_update(
-            self.kv, subjects.subtask_key(task_id, subtask_id), SubTaskState, change, self.attempts
-        )
+        key = subjects.subtask_key(task_id, subtask_id)
+        value: SubTaskState | None = await self._update(key, SubTaskState, change)
         return value
 
     async def read_result(self, task_id: str) -> TaskFinished | None:
         """See `StateStore`."""
-        value, _ = await kvcas.read(self.kv, subjects.result_key(task_id), TaskFinished)
+        key = subjects.result_key(task_id)
+        value, _ = await kvcas.read(self.kv, key, TaskFinished, self.cache, _always)
         return value
 
     async def mark_cancelled(self, task_id: str) -> None:
@@ -131,6 +166,13 @@ class KvStore:
 
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""
+        if self.publisher is not None:
+            body = result.model_dump_json().encode()
+            budget = await self.publisher.payload_budget()
+            small = offload(result, body, budget) if len(body) > budget else None
+            if small is not None:
+                await (await self.publisher.store()).put(small.name, small.content)
+                result = small.message  # type: ignore[assignment] # a TaskFinished gives one
         stored: TaskFinished = await self._create_once(
             subjects.result_key(result.task_id), result, TaskFinished
         )

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from hivebus.agent.errors import ModelError
 from hivebus.agent.models.base import Model
-from hivebus.agent.models.scripted import ScriptedModel, load_script
+from hivebus.agent.models.scripted import Script, ScriptedModel, load_script
 from hivebus.core import HivebusConfig, Settings
+
+SCRIPT_CACHE = 256
+"""Parsed scripts kept per agent process (each run gets its own player over one script)."""
 
 
 class ModelFactory:
@@ -23,6 +26,23 @@ class ModelFactory:
         """Keep what building a model needs (the API key stays a secret until used)."""
         self.settings = settings
         self.config = config
+        self._scripts: dict[Path, tuple[tuple[int, int], Script]] = {}
+
+    def _script(self, path: Path) -> Script:
+        """The parsed script at `path`, parsed again only when the file changed."""
+        try:
+            info = path.stat()
+        except OSError:
+            return load_script(path)  # says why it cannot be read
+        stamp = (info.st_mtime_ns, info.st_size)
+        cached = self._scripts.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        script = load_script(path)
+        if len(self._scripts) >= SCRIPT_CACHE:
+            self._scripts.clear()
+        self._scripts[path] = (stamp, script)
+        return script
 
     def build(self, route: str, *, from_plan: bool = False) -> Model:
         """Return the adapter for `route`, or raise `ModelError` saying what is wrong.
@@ -33,7 +53,7 @@ class ModelFactory:
         if not sep or not name:
             raise ModelError(f"model route {route!r} must be 'anthropic:NAME' or 'scripted:FILE'")
         if provider == "scripted":
-            return ScriptedModel(route, load_script(self._script_path(route, name, from_plan)))
+            return ScriptedModel(route, self._script(self._script_path(route, name, from_plan)))
         if provider == "anthropic":
             # Imported here: the SDK takes over a second to import, and most runs never need it.
             from hivebus.agent.models.anthropic import AnthropicModel  # noqa: PLC0415
