@@ -9,7 +9,7 @@ import pytest
 from hivetest import write_config, write_script
 from nats.js import JetStreamContext
 
-from hivebus.agent.service import start_agent
+from hivebus.agent.startup import start_agent
 from hivebus.console.client import HiveClient
 from hivebus.console.stack import provision_all
 from hivebus.contracts import (

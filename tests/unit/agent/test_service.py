@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from hivebus.agent.checkpoint import CheckpointStore, CheckpointUnavailableError, RunFencedError
 from hivebus.agent.errors import AgentError
 from hivebus.agent.role import RoleRuntime
-from hivebus.agent.service import build_agent_broker, start_agent
+from hivebus.agent.startup import build_agent_broker, start_agent
 from hivebus.contracts import (
     EVENTS_BY_KIND,
     BreakerChanged,

@@ -13,11 +13,9 @@ for the first prompt; a terminal event too large for the bus travels by referenc
 publisher does that), and one that cannot be stored at all is published `failed` instead,
 its output dropped, saying why: once, never a reason to redeliver.
 
-    start_agent(...)          build the broker, connect, build the service ready, start
-    build_agent_broker(...)   only the broker and its work subscriber (AsyncAPI needs no server)
-
-A little over 300 lines because the handler edge stays in one place: how a service is built,
-how it runs one message, and how that message is settled are read together.
+How a process starts one (the broker, its subscriber, the connections) is `startup`. A little
+over 300 lines because one message's whole way, from the delivery to its settlement, reads
+in one place.
 """
 
 from __future__ import annotations
@@ -27,8 +25,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -37,14 +33,13 @@ from hivebus.agent.answers import inline_outputs
 from hivebus.agent.breakers import BreakerEvents, serving
 from hivebus.agent.checkpoint import (
     CheckpointStore,
-    LargeCheckpoints,
     RunCheckpointHandle,
     RunFencedError,
 )
 from hivebus.agent.loop import AgentLoop, RunContext, RunOutcome, new_run
 from hivebus.agent.modelcall import BudgetGate, ModelCaller
 from hivebus.agent.models import Model
-from hivebus.agent.role import RoleRuntime, role_config
+from hivebus.agent.role import RoleRuntime
 from hivebus.agent.toolstep import ToolRunner
 from hivebus.contracts import (
     SubTaskAssigned,
@@ -58,18 +53,14 @@ from hivebus.contracts.runs import RunPhase
 from hivebus.core import (
     Clock,
     EventSink,
-    HivebusConfig,
-    Publisher,
     Settings,
     Settler,
     SystemClock,
     bind_ids,
     get_logger,
-    jetstream,
-    new_broker,
 )
 from hivebus.core.artifacts import ArtifactNotFoundError, Artifacts, PayloadTooLargeError
-from hivebus.core.budget import BudgetLedger, KvLedgerStore
+from hivebus.core.budget import BudgetLedger
 from hivebus.core.knowledge_client import KnowledgeClient
 from hivebus.core.reliability import BreakerRegistry
 
@@ -319,88 +310,3 @@ def unpublishable(finished: SubTaskFinished, error: PayloadTooLargeError) -> Sub
             "output_ref": None,
         }
     )
-
-
-class WorkHandler:
-    """The work subscriber's function; it finds the ready service and its message in the broker.
-
-    It takes only the message body: FastStream resolves `Context()` arguments per message in a
-    worker thread, so the service and the message are read from the broker's context instead.
-    """
-
-    def __init__(self, broker: NatsBroker) -> None:
-        """Serve the work subscriber of `broker`."""
-        self.broker = broker
-
-    async def handle_work(self, assignment: SubTaskAssigned) -> None:
-        """Handler edge: run the assignment, publish its terminal event, settle by the Settler.
-
-        An assignment that fails validation never gets here: the broker's middleware
-        terminates it (see `hivebus.core.settle`).
-        """
-        service: AgentService = self.broker.context.get(SERVICE_CONTEXT_KEY)
-        msg: NatsMessage = self.broker.context.get_local("message")
-        await service.bus.settler.run(msg, service.work(assignment, msg))
-
-
-def build_agent_broker(
-    settings: Settings, config: HivebusConfig, role: str, url: str
-) -> NatsBroker:
-    """A FastStream broker with the role's work subscriber; needs no server until started."""
-    broker = new_broker(url, f"agent-{role}", settings)
-    subscriber = broker.subscriber(
-        subjects.work(role),
-        stream=JStream(subjects.WORK_STREAM, declare=False),
-        durable=subjects.agent_consumer(role),
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
-        max_workers=role_config(config, role).concurrency,
-        ack_policy=AckPolicy.MANUAL,
-        title=f"work.{role}",
-        description=(
-            f"SubTaskAssigned for role {role!r}; "
-            "answered by SubTaskStarted, StepRecorded and SubTaskFinished on EVENTS."
-        ),
-    )
-    subscriber(WorkHandler(broker).handle_work)
-    return broker
-
-
-async def start_agent(
-    settings: Settings,
-    config: HivebusConfig,
-    role: str,
-    url: str,
-    clock: Clock | None = None,
-) -> NatsBroker:
-    """Start one role's agent (topology must exist); returns the running broker to stop later.
-
-    The role's tools and validators load before anything connects, so a bad configuration
-    fails at once.
-    """
-    runtime = RoleRuntime(settings, config, role)
-    broker = build_agent_broker(settings, config, role, url)
-    try:
-        js = await jetstream(broker)  # connects
-        artifacts = Artifacts(js)
-        publisher = Publisher(broker, settings.publish_timeout_s, artifacts=artifacts)
-        tasks = await js.key_value(subjects.TASKS_BUCKET)
-        bus = AgentBus(
-            publisher=publisher,
-            settler=Settler(publisher, settings.nak_delay_s),
-            tasks=tasks,
-            checkpoints=CheckpointStore(
-                await js.key_value(subjects.RUNS_BUCKET),
-                LargeCheckpoints(artifacts, await publisher.payload_budget()),
-            ),
-            ledger=BudgetLedger(KvLedgerStore(tasks, settings.kv_cas_attempts)),
-            knowledge=KnowledgeClient(
-                broker, await js.key_value(subjects.KNOWLEDGE_BUCKET), publisher
-            ),
-            artifacts=artifacts,
-        )
-        broker.context.set_global(SERVICE_CONTEXT_KEY, AgentService(settings, runtime, bus, clock))
-        await broker.start()
-    except BaseException:
-        await broker.stop()
-        raise
-    return broker

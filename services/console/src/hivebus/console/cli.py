@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from hivebus.agent.service import build_agent_broker
+from hivebus.agent.startup import build_agent_broker
 from hivebus.console import demo as demo_assets
 from hivebus.console import local, remote
 from hivebus.console.dlq import dlq_app

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hivebus.agent.service import start_agent
+from hivebus.agent.startup import start_agent
 from hivebus.console import demo as demo_assets
 from hivebus.console.client import HiveClient
 from hivebus.console.options import (

@@ -10,7 +10,7 @@ from typing import Self
 
 from faststream.nats import NatsBroker
 
-from hivebus.agent.service import start_agent
+from hivebus.agent.startup import start_agent
 from hivebus.core import EmbeddedNats, HivebusConfig, Settings, get_logger, jetstream, new_broker
 from hivebus.core.topology import provision
 from hivebus.knowledge.service import start_knowledge

@@ -129,7 +129,10 @@ async def cas_update(
                 cached = None
                 continue
             return current, False
-        written = await _write(kv, key, updated.model_dump_json().encode(), revision)
+        # Defaults are left out (readers fill them in): a 10,000-sub-task plan then fits in
+        # one message (1.3 MB with them, 0.44 MB without).
+        data = updated.model_dump_json(exclude_defaults=True).encode()
+        written = await _write(kv, key, data, revision)
         if written is None:  # someone else wrote since
             if cache is not None:
                 cache.forget(key)

@@ -5,6 +5,9 @@ through `hivebus.knowledge.git.run_git` (an argument list, never a shell string,
 environment, a bounded timeout). Revisions follow `--end-of-options` and paths follow `--` (and
 pathspecs are literal), so no string from a model can reach an option position. Failures
 raise `GitError`, which carries the command and git's stderr.
+
+A little over 300 lines: every git call the store makes is here, so what reaches git can be
+checked in one file.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ a failure blocks each transitive dependent once, and only finishing reads every 
 Every step is idempotent, so a redelivered event (after a crash) completes what was left:
 dependency marks are set-adds, dispatches carry a `Nats-Msg-Id`, and finished sub-tasks are
 counted in a bitmap rather than a counter. The state changes themselves are pure functions
-in `changes`; this module decides which to apply and what to publish.
+in `changes`; this module decides which to apply and what to publish, and is a little over
+300 lines because a task's whole life (accept, dispatch, results, stop, finish) reads here.
 """
 
 from __future__ import annotations
