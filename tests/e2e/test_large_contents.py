@@ -25,6 +25,7 @@ from hivebus.contracts import (
     SubTaskStarted,
     SubTaskStatus,
     TaskFinished,
+    TaskMeta,
     TaskStatus,
     subjects,
 )
@@ -84,6 +85,25 @@ async def _follow(client: HiveClient, task_id: str) -> list[BaseModel]:
         return [event async for _, event in client.follow(task_id)]
 
 
+async def _summary_note(root: Path, task_id: str) -> str:
+    """The task's summary note in the knowledge repository, waited for (bounded)."""
+    path = root / "tasks" / task_id / "summary.md"
+    async with asyncio.timeout(WAIT_S):
+        while not path.is_file():  # noqa: ASYNC110 - a file another process writes
+            await asyncio.sleep(0.05)
+    return path.read_text(encoding="utf-8")
+
+
+async def _closed_meta(client: HiveClient, task_id: str) -> TaskMeta:
+    """The task's meta once the orchestrator closed it (bounded)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            meta, _, _ = await client.status(task_id)
+            if meta is not None and meta.status != TaskStatus.RUNNING:
+                return meta
+            await asyncio.sleep(0.05)
+
+
 def _text(size: int) -> str:
     line = "All work and no play makes a long answer.\n"
     return (line * (size // len(line) + 1))[:size]
@@ -125,6 +145,13 @@ async def test_big_task_result_is_published_by_reference_and_followed_whole(
         js = await jetstream(client.broker)
         subject = subjects.event("big-result", subjects.EventKind.TASK_FINISHED)
         raw = await js.get_last_msg(subjects.EVENTS_STREAM, subject)
+        note = await _summary_note(stack.knowledge_root(), "big-result")
+        meta = await _closed_meta(client, "big-result")
+    # The summary note of a result by reference is written, naming where the whole one is,
+    # and the task is closed (a preview for an output once made this step fail for ever).
+    assert subjects.artifact_name("big-result", "result.json") in note
+    assert "## Output (preview)" in note
+    assert meta.status == TaskStatus.COMPLETED
     published = TaskFinished.model_validate_json(raw.data or b"")
     assert published.result_ref == subjects.artifact_name("big-result", "result.json")
     assert published.status == TaskStatus.COMPLETED

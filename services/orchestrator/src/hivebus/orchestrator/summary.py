@@ -101,10 +101,17 @@ def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
     for sub in result.subtasks:
         why = f"blocked by {sub.blocked_by}" if sub.blocked_by else sub.reason
         lines.append(f"| {sub.id} | {sub.role} | {sub.status.value} | {why.replace('|', '/')} |")
-    if result.output:
+    if result.result_ref is not None:
+        # Too large for one message: the event lists only what did not complete, and its
+        # output is a preview; the whole event is in the artifacts store.
+        lines += ["", f"The whole result is in the `artifacts` store as `{result.result_ref}`;"]
+        lines += ["the table lists only the sub-tasks that did not complete."]
+    if isinstance(result.output, dict):
         lines += ["", "## Output", ""]
-        for key, value in (result.output or {}).items():
+        for key, value in result.output.items():
             lines += [f"### {key}", "", str(value), ""]
+    elif result.output:
+        lines += ["", "## Output (preview)", "", str(result.output)]
     return NoteWrite(
         write_id=f"{result.task_id}-summary",
         task_id=result.task_id,
