@@ -15,16 +15,24 @@ from pydantic import ValidationError
 from hivebus.contracts import (
     EVENT_MODELS,
     SCHEMA_VERSION,
+    ApprovalDecided,
+    ApprovalExpired,
+    ApprovalKind,
+    ApprovalRefused,
+    ApprovalRequested,
+    ApprovalResolved,
     BreakerChanged,
     BudgetWarning,
     CancelRequested,
     DeadLetter,
     DeadlineReached,
+    Decision,
     DependencyOutput,
     Event,
     Limits,
     NoteCommitted,
     Plan,
+    RefusalCode,
     RetryRecord,
     StepRecorded,
     SubTaskAssigned,
@@ -38,7 +46,9 @@ from hivebus.contracts import (
     TaskRejected,
     TaskStatus,
     TaskSubmitted,
+    Tier,
     Usage,
+    approval_id,
     is_identifier,
     json_schemas,
     subjects,
@@ -191,6 +201,63 @@ def _samples() -> list[Event]:
             commit="9be1d0",
             author="writer/run-1",
         ),
+        *_approval_samples(common),
+    ]
+
+
+def _approval_samples(common: dict[str, Any]) -> list[Event]:
+    """One of each approval event, for a call that sends an email."""
+    when = datetime(2026, 1, 1, 13, 0, tzinfo=UTC)
+    ap = approval_id("t-1", "send", 1, 2, "call-1")
+    return [
+        ApprovalRequested(
+            **common,
+            approval_id=ap,
+            subtask_id="send",
+            attempt=1,
+            run_id="r1",
+            role="mailer",
+            step=2,
+            call_id="call-1",
+            approval_kind=ApprovalKind.TOOL_CALL,
+            tool="send_email",
+            tier=Tier.WRITE_RISKY,
+            arguments={"to": "a@example.com", "subject": "hi"},
+            args_schema={"type": "object"},
+            reason="the customer asked for a reply",
+            allowed_decisions=[Decision.APPROVE, Decision.REJECT, Decision.MODIFY],
+            expires_at=when,
+        ),
+        ApprovalDecided(
+            **common,
+            approval_id=ap,
+            decision=Decision.MODIFY,
+            by="alice",
+            reason="wrong address",
+            arguments={"to": "b@example.com", "subject": "hi"},
+        ),
+        ApprovalResolved(
+            **common,
+            approval_id=ap,
+            subtask_id="send",
+            attempt=1,
+            decision=Decision.MODIFY,
+            by="alice",
+            arguments={"to": "b@example.com", "subject": "hi"},
+            decision_event_id="e-1",
+            decided_at=when,
+            expires_at=when,
+        ),
+        ApprovalRefused(
+            **common,
+            approval_id=ap,
+            decision=Decision.APPROVE,
+            by="bob",
+            code=RefusalCode.ALREADY_DECIDED,
+            why="already resolved: modify by alice",
+            decision_event_id="e-2",
+        ),
+        ApprovalExpired(**common, approval_id=ap, subtask_id="send", expires_at=when),
     ]
 
 

@@ -3,6 +3,21 @@
 Data only: nothing here does I/O.
 """
 
+from hivebus.contracts.approvals import (
+    ApprovalDecided,
+    ApprovalExpired,
+    ApprovalKind,
+    ApprovalRecord,
+    ApprovalRefused,
+    ApprovalRequested,
+    ApprovalResolved,
+    ApprovalStatus,
+    ApprovalSummary,
+    Decision,
+    RefusalCode,
+    approval_id,
+)
+from hivebus.contracts.base import SCHEMA_VERSION, Event
 from hivebus.contracts.conversation import Message, ToolCall, ToolOutcome
 from hivebus.contracts.errors import (
     ContractError,
@@ -12,14 +27,12 @@ from hivebus.contracts.errors import (
 from hivebus.contracts.events import (
     EVENT_MODELS,
     EVENTS_BY_KIND,
-    SCHEMA_VERSION,
     BreakerChanged,
     BudgetWarning,
     CancelRequested,
     DeadLetter,
     DeadlineReached,
     DependencyOutput,
-    Event,
     NoteCommitted,
     RetryRecord,
     StepRecorded,
@@ -34,7 +47,7 @@ from hivebus.contracts.events import (
 from hivebus.contracts.ids import ID_PATTERN, ROLE_PATTERN, Identifier, RoleName, is_identifier
 from hivebus.contracts.limits import Limits, TaskBudget, Usage
 from hivebus.contracts.plan import MAX_SUBTASKS, Plan, SubTaskSpec
-from hivebus.contracts.runs import RunCheckpoint, RunPhase
+from hivebus.contracts.runs import PendingApproval, RunCheckpoint, RunPhase
 from hivebus.contracts.schemas import json_schemas
 from hivebus.contracts.state import SubTaskState, TaskMeta
 from hivebus.contracts.status import (
@@ -59,12 +72,22 @@ __all__ = [
     "SUBTASK_TRANSITIONS",
     "TASK_TERMINAL",
     "TASK_TRANSITIONS",
+    "ApprovalDecided",
+    "ApprovalExpired",
+    "ApprovalKind",
+    "ApprovalRecord",
+    "ApprovalRefused",
+    "ApprovalRequested",
+    "ApprovalResolved",
+    "ApprovalStatus",
+    "ApprovalSummary",
     "BreakerChanged",
     "BudgetWarning",
     "CancelRequested",
     "ContractError",
     "DeadLetter",
     "DeadlineReached",
+    "Decision",
     "DependencyOutput",
     "Event",
     "Identifier",
@@ -72,7 +95,9 @@ __all__ = [
     "Limits",
     "Message",
     "NoteCommitted",
+    "PendingApproval",
     "Plan",
+    "RefusalCode",
     "RetryRecord",
     "RoleName",
     "RunCheckpoint",
@@ -98,6 +123,7 @@ __all__ = [
     "ToolOutcome",
     "ToolResult",
     "Usage",
+    "approval_id",
     "describe_validation_error",
     "is_identifier",
     "json_schemas",

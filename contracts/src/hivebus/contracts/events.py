@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivebus.contracts.approvals import (
+    ApprovalDecided,
+    ApprovalExpired,
+    ApprovalRefused,
+    ApprovalRequested,
+    ApprovalResolved,
+    ApprovalSummary,
+)
+from hivebus.contracts.base import Event
 from hivebus.contracts.ids import Identifier, RoleName
 from hivebus.contracts.limits import Limits, TaskBudget, Usage
 from hivebus.contracts.plan import Plan
 from hivebus.contracts.status import SubTaskStatus, TaskStatus
-
-SCHEMA_VERSION = 1
-"""Bumped on any incompatible change to an event model."""
-
-
-def _new_event_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Event(BaseModel):
-    """Fields every event carries."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    event_id: str = Field(default_factory=_new_event_id, description="Unique id of this event.")
-    task_id: Identifier = Field(description="The task this event belongs to.")
-    ts: datetime = Field(default_factory=_now, description="When the event was created (UTC).")
-    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of the event schema.")
 
 
 class TaskSubmitted(Event):
@@ -89,6 +75,10 @@ class SubTaskAssigned(Event):
         default_factory=TaskBudget, description="The task's budget, shared by all its runs."
     )
     dependencies: list[DependencyOutput] = Field(default_factory=list)
+    resume: list[ApprovalResolved] = Field(
+        default_factory=list,
+        description="A run paused for approvals, dispatched again: the resolution of each.",
+    )
 
 
 class SubTaskStarted(Event):
@@ -235,6 +225,9 @@ class SubTaskSummary(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     output: Any = None
     flags: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalSummary] = Field(
+        default_factory=list, description="Every approval the sub-task asked for, resolved."
+    )
 
 
 class TaskFinished(Event):
@@ -269,6 +262,11 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     DeadlineReached,
     DeadLetter,
     NoteCommitted,
+    ApprovalRequested,
+    ApprovalDecided,
+    ApprovalResolved,
+    ApprovalRefused,
+    ApprovalExpired,
 )
 """Every event model, for schema export and decoding."""
 

@@ -7,6 +7,9 @@ it and replays from it.
     phase model     the next step asks the model
     phase tools     the current turn's tool calls are being run: `pending_calls` not run yet,
                     `outcomes` of the ones already run
+    phase awaiting_approval
+                    paused before a step a person must allow (`approvals`): the work
+                    message was acked; a dispatch carrying the resolutions resumes it
     phase finished  the terminal event is decided and kept in `finished`; a redelivery
                     publishes it again instead of running anything
 """
@@ -17,6 +20,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivebus.contracts.approvals import ApprovalRequested, ApprovalResolved
 from hivebus.contracts.conversation import Message, ToolCall, ToolOutcome
 from hivebus.contracts.events import SubTaskFinished
 from hivebus.contracts.limits import Usage
@@ -27,7 +31,20 @@ class RunPhase(StrEnum):
 
     MODEL = "model"
     TOOLS = "tools"
+    AWAITING_APPROVAL = "awaiting_approval"
     FINISHED = "finished"
+
+
+class PendingApproval(BaseModel):
+    """One approval a paused run asked for, and its resolution once it came with a dispatch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: ApprovalRequested
+    resolution: ApprovalResolved | None = None
+    applied: bool = Field(
+        default=False, description="The resolution was acted on (the call ran or was answered)."
+    )
 
 
 class RunCheckpoint(BaseModel):
@@ -61,6 +78,16 @@ class RunCheckpoint(BaseModel):
     last_call: str | None = Field(default=None, description="Signature of the last tool call.")
     repeats: int = Field(default=0, ge=0, description="Times `last_call` came in a row.")
     loop_warned: bool = False
+    turn_step: int = Field(
+        default=0, ge=0, description="The model step whose tool calls are `pending_calls`."
+    )
+    approvals: list[PendingApproval] = Field(
+        default_factory=list,
+        description="Approvals of this run: asked at the current pause, or resolved before.",
+    )
+    spend_approved_at: float | None = Field(
+        default=None, description="The task-budget fraction a person allowed going past."
+    )
     finished: SubTaskFinished | None = Field(
         default=None, description="The terminal event, once decided (phase `finished`)."
     )

@@ -5,6 +5,7 @@ Per task (keys in `subjects`):
     <task>.meta        `TaskMeta`: status, counts and a bitmap of finished sub-tasks (small)
     <task>.st.<id>     `SubTaskState`: one sub-task's status, satisfied dependencies, output
     <task>.result      the `TaskFinished` event, once the task is over
+    <task>.ap.<id>     `ApprovalRecord`: one approval, pending or resolved (`approvals`)
 
 Bitmaps are base64: setting a bit twice changes nothing, which is what makes replaying an
 event harmless.
@@ -18,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivebus.contracts.approvals import ApprovalResolved, ApprovalSummary
 from hivebus.contracts.limits import Usage
 from hivebus.contracts.status import SubTaskStatus, TaskStatus
 
@@ -91,3 +93,13 @@ class SubTaskState(BaseModel):
     )
     usage: Usage = Field(default_factory=Usage)
     flags: list[str] = Field(default_factory=list)
+    pending_approvals: list[str] = Field(
+        default_factory=list, description="Ids of the approvals the paused run waits for."
+    )
+    approvals: list[ApprovalSummary] = Field(
+        default_factory=list, description="Approvals of this sub-task resolved so far."
+    )
+    resume: list[ApprovalResolved] = Field(
+        default_factory=list,
+        description="Resolutions of the current pause, handed to the run when it resumes.",
+    )

@@ -61,7 +61,7 @@ SUBTASK_TRANSITIONS: dict[SubTaskStatus, frozenset[SubTaskStatus]] = {
     _S.READY: frozenset({_S.DISPATCHED, _S.CANCELLED}),
     _S.DISPATCHED: frozenset({_S.RUNNING, _S.CANCELLED, _S.TIMEOUT}),
     _S.RUNNING: _RUN_ENDINGS | {_S.BLOCKED},
-    _S.AWAITING_APPROVAL: frozenset({_S.READY, _S.REJECTED, _S.CANCELLED}),
+    _S.AWAITING_APPROVAL: frozenset({_S.READY, _S.REJECTED, _S.CANCELLED, _S.TIMEOUT}),
     _S.COMPLETED: frozenset(),
     _S.FAILED: frozenset(),
     _S.TIMEOUT: frozenset(),
@@ -72,7 +72,10 @@ SUBTASK_TRANSITIONS: dict[SubTaskStatus, frozenset[SubTaskStatus]] = {
     _S.REJECTED: frozenset(),
 }
 """Allowed next statuses of a sub-task. `running -> blocked` covers a run that needed a
-dependency output it could not use; the usual way to `blocked` is from `pending`."""
+dependency output it could not use; the usual way to `blocked` is from `pending`.
+`awaiting_approval` is a paused run: resolved (any decision, `reject` included: the model
+reads the rejection and goes on), it is `ready` to be dispatched again; the task's cancel or
+deadline ends it where it waits. `rejected` stays in the table but nothing moves there now."""
 
 SUBTASK_TERMINAL: frozenset[SubTaskStatus] = frozenset(
     s for s, nxt in SUBTASK_TRANSITIONS.items() if not nxt

@@ -13,13 +13,20 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from hivebus.contracts.approvals import (
+    ApprovalDecided,
+    ApprovalExpired,
+    ApprovalRefused,
+    ApprovalRequested,
+    ApprovalResolved,
+)
+from hivebus.contracts.base import Event
 from hivebus.contracts.events import (
     BreakerChanged,
     BudgetWarning,
     CancelRequested,
     DeadLetter,
     DeadlineReached,
-    Event,
     NoteCommitted,
     StepRecorded,
     SubTaskAssigned,
@@ -95,9 +102,16 @@ class EventKind(StrEnum):
     BUDGET_WARNING = "budget_warning"
     BREAKER_CHANGED = "breaker_changed"
     NOTE_COMMITTED = "note_committed"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_RESOLVED = "approval_resolved"
+    APPROVAL_REFUSED = "approval_refused"
 
 
-RESULT_KINDS: tuple[EventKind, ...] = (EventKind.SUBTASK_STARTED, EventKind.SUBTASK_FINISHED)
+RESULT_KINDS: tuple[EventKind, ...] = (
+    EventKind.SUBTASK_STARTED,
+    EventKind.SUBTASK_FINISHED,
+    EventKind.APPROVAL_REQUESTED,
+)
 """Event kinds the orchestrator consumes."""
 
 
@@ -108,6 +122,11 @@ class ControlKind(StrEnum):
     DEADLINE = "deadline"
     DEADLINE_SCHEDULE = "deadline_at"
     """Holds the scheduled message (`Nats-Schedule`) that becomes `deadline` when due."""
+    APPROVAL = "approval"
+    """`ApprovalDecided`: a person's decision."""
+    APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_SCHEDULE = "approval_expire_at"
+    """Holds the scheduled messages that become `approval_expired` when due (one per id)."""
 
 
 class DeadLetterKind(StrEnum):
@@ -121,6 +140,11 @@ class DeadLetterKind(StrEnum):
 def control(task_id: str, kind: ControlKind) -> str:
     """Subject of one control message of one task."""
     return f"hive.control.{task_id}.{kind.value}"
+
+
+def approval_schedule(task_id: str, approval: str) -> str:
+    """Subject holding one approval's scheduled expiry (a schedule is one per subject)."""
+    return f"hive.control.{task_id}.{ControlKind.APPROVAL_SCHEDULE.value}.{approval}"
 
 
 def control_of_kind(kind: ControlKind) -> str:
@@ -161,6 +185,11 @@ def result_key(task_id: str) -> str:
 def subtask_key(task_id: str, subtask_id: str) -> str:
     """Key of one sub-task's state in the `tasks` bucket."""
     return f"{task_id}.st.{subtask_id}"
+
+
+def approval_key(task_id: str, approval: str) -> str:
+    """Key of one approval's `ApprovalRecord` in the `tasks` bucket."""
+    return f"{task_id}.ap.{approval}"
 
 
 def ledger_key(task_id: str) -> str:
@@ -242,7 +271,12 @@ def orchestrator_inputs() -> tuple[Consumer, ...]:
             f"control.{kind.value}",
             f"{kind.value} of a task.",
         )
-        for kind in (ControlKind.CANCEL, ControlKind.DEADLINE)
+        for kind in (
+            ControlKind.CANCEL,
+            ControlKind.DEADLINE,
+            ControlKind.APPROVAL,
+            ControlKind.APPROVAL_EXPIRED,
+        )
     )
     submit = Consumer(
         TASKS_STREAM,
@@ -297,13 +331,23 @@ def _deadline_address(event: DeadlineReached) -> Address:
     )
 
 
+def _approval_expiry_address(event: ApprovalExpired) -> Address:
+    return Address(
+        subject=approval_schedule(event.task_id, event.approval_id),
+        stream=CONTROL_STREAM,
+        msg_id=f"{event.approval_id}:expiry",
+        schedule_at=event.expires_at.replace(microsecond=0) + timedelta(seconds=1),
+        schedule_target=control(event.task_id, ControlKind.APPROVAL_EXPIRED),
+    )
+
+
 def _dead_letter_id(letter: DeadLetter) -> str:
     if letter.why == DeadLetterKind.UNRECOVERABLE.value and letter.subtask_id is None:
         return f"dlq-unrecoverable:{letter.event_id}"  # the caller names the source message
     return msg_id(letter.task_id, letter.subtask_id or "-", letter.attempt, f"dlq-{letter.why}")
 
 
-def _event_id(event: Event) -> str:  # noqa: PLR0911 - one return per kind of event
+def _event_id(event: Event) -> str:  # noqa: PLR0911, C901 - one return per kind of event
     """The `Nats-Msg-Id` of an event on EVENTS: what makes its repeats one message."""
     task = event.task_id
     if isinstance(event, SubTaskStarted):
@@ -320,6 +364,12 @@ def _event_id(event: Event) -> str:  # noqa: PLR0911 - one return per kind of ev
         return msg_id(task, "-", 0, "budget-warning")  # once per task
     if isinstance(event, NoteCommitted) and event.write_id:
         return f"kb:{event.write_id}:committed"
+    if isinstance(event, ApprovalRequested):
+        return f"{event.approval_id}:requested"
+    if isinstance(event, ApprovalResolved):
+        return f"{event.approval_id}:resolved"
+    if isinstance(event, ApprovalRefused):
+        return f"{event.approval_id}:refused:{event.decision_event_id or event.event_id}"
     return event.event_id
 
 
@@ -332,6 +382,9 @@ EVENTS_KINDS: dict[type[Event], EventKind] = {
     BudgetWarning: EventKind.BUDGET_WARNING,
     BreakerChanged: EventKind.BREAKER_CHANGED,
     NoteCommitted: EventKind.NOTE_COMMITTED,
+    ApprovalRequested: EventKind.APPROVAL_REQUESTED,
+    ApprovalResolved: EventKind.APPROVAL_RESOLVED,
+    ApprovalRefused: EventKind.APPROVAL_REFUSED,
 }
 """Every event published on EVENTS, and the last token of its subject."""
 
@@ -347,10 +400,19 @@ def address(message: BaseModel) -> Address:  # noqa: PLR0911 - one return per de
     if isinstance(message, TaskSubmitted):
         return Address(SUBMIT, TASKS_STREAM, message.task_id)
     if isinstance(message, SubTaskAssigned):
-        dispatch_id = msg_id(message.task_id, message.subtask_id, message.attempt, "dispatch")
+        # A resume after approvals is another dispatch of the same attempt: named by the
+        # approvals it carries, so it is one message however often it is published.
+        kind = "dispatch" + "".join(f"-{r.approval_id}" for r in message.resume[-1:])
+        dispatch_id = msg_id(message.task_id, message.subtask_id, message.attempt, kind)
         return Address(work(message.role), WORK_STREAM, dispatch_id)
     if isinstance(message, DeadlineReached):
         return _deadline_address(message)
+    if isinstance(message, ApprovalExpired):
+        return _approval_expiry_address(message)
+    if isinstance(message, ApprovalDecided):
+        return Address(
+            control(message.task_id, ControlKind.APPROVAL), CONTROL_STREAM, message.event_id
+        )
     if isinstance(message, CancelRequested):
         return Address(
             control(message.task_id, ControlKind.CANCEL), CONTROL_STREAM, message.event_id

@@ -26,6 +26,8 @@ class ToolErrorKind(StrEnum):
     INVALID_ARGUMENTS = "invalid_arguments"
     UNKNOWN_TOOL = "unknown_tool"
     DENIED = "denied"
+    REJECTED = "rejected"
+    """A person declined the call (or nobody decided in time)."""
 
 
 class ToolError(BaseModel):

@@ -47,6 +47,10 @@ class Tool:
     timeout_s: float
     func: Callable[..., Any]
     context_param: str | None
+    needs_approval: bool = False
+    """A person must approve every call, whatever the role's tiers say."""
+    asks_human: bool = False
+    """The call is a question for a person (`ask_human`): the answer is its result."""
 
     def input_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, as models expect it."""
@@ -91,7 +95,12 @@ def _arguments(func: Callable[..., Any], tool_name: str) -> tuple[type[BaseModel
 
 
 def _build_tool(
-    func: Callable[..., Any], tier: Tier | str, timeout_s: float, name: str | None
+    func: Callable[..., Any],
+    tier: Tier | str,
+    timeout_s: float,
+    name: str | None,
+    *,
+    needs_approval: bool = False,
 ) -> Tool:
     tool_name = name or getattr(func, "__name__", None)
     if not isinstance(tool_name, str) or not tool_name.isidentifier():
@@ -121,6 +130,7 @@ def _build_tool(
         timeout_s=timeout_s,
         func=func,
         context_param=context_param,
+        needs_approval=needs_approval,
     )
 
 
@@ -129,8 +139,11 @@ def tool(
     tier: Tier | str = Tier.DESTRUCTIVE,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     name: str | None = None,
+    needs_approval: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Without a tier it counts as `destructive`, the most guarded tier.
+
+    `needs_approval=True` makes every call wait for a person's approval, whatever the tier.
 
     Example:
         @tool(tier="read", timeout_s=5.0)
@@ -140,7 +153,7 @@ def tool(
     """
 
     def decorate(func: Callable[..., Any]) -> Tool:
-        return _build_tool(func, tier, timeout_s, name)
+        return _build_tool(func, tier, timeout_s, name, needs_approval=needs_approval)
 
     return decorate
 

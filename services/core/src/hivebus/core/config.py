@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hivebus.contracts import ROLE_PATTERN, Limits, Tier, describe_validation_error
+from hivebus.contracts import ROLE_PATTERN, Decision, Limits, Tier, describe_validation_error
+from hivebus.contracts.approvals import DEFAULT_DECISIONS
 from hivebus.core.errors import ConfigError
 from hivebus.core.reliability import BreakerPolicy, RetryPolicy
 from hivebus.core.yamlfile import load_yaml
@@ -37,7 +38,38 @@ class RoleConfig(BaseModel):
     )
     tools: list[str] = Field(default_factory=list, description="Tools as `module:function`.")
     tiers: list[Tier] = Field(
-        default_factory=lambda: [Tier.READ], description="Tool tiers this role may use."
+        default_factory=lambda: [Tier.READ], description="Tool tiers this role may use freely."
+    )
+    approve: list[Tier] = Field(
+        default_factory=lambda: [Tier.WRITE_RISKY],
+        description="Tool tiers this role may use only with a person's approval (a tier also "
+        "in `tiers` is used freely); any other tier is denied.",
+    )
+    approve_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Ask a person before a model call whose estimated cost is above this.",
+    )
+    approve_at_budget: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Ask a person before the next model call once the task has used this "
+        "fraction of its token or cost budget (once per run).",
+    )
+    approval_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        description="How long an approval waits; no decision by then is `reject`.",
+    )
+    allowed_decisions: list[Decision] = Field(
+        default_factory=lambda: list(DEFAULT_DECISIONS),
+        min_length=1,
+        description="What a person may decide about this role's tool calls.",
     )
     limits: Limits = Field(default_factory=Limits, description="Default per-run limits.")
     allow_models: list[str] = Field(
@@ -55,6 +87,14 @@ class RoleConfig(BaseModel):
     breaker: BreakerPolicy = Field(
         default_factory=BreakerPolicy, description="Circuit breakers around models and tools."
     )
+
+    @field_validator("allowed_decisions")
+    @classmethod
+    def _tool_decisions(cls, value: list[Decision]) -> list[Decision]:
+        if Decision.RESPOND in value:
+            msg = "`respond` answers questions (ask_human), not tool calls: leave it out"
+            raise ValueError(msg)
+        return value
 
     @field_validator("model")
     @classmethod

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         description="How long the orchestrator waits for a large dependency output's note to "
         "be committed before it retries the hand-over later.",
     )
+    approval_early_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="How long a decision naming an approval not requested (yet) is kept "
+        "waiting for the request before it is refused as unknown.",
+    )
     work_ack_wait_s: float = Field(
         default=60.0, gt=0, description="Seconds a worker holds a sub-task between heartbeats."
     )
