@@ -227,6 +227,7 @@ def _approval_samples(common: dict[str, Any]) -> list[Event]:
             reason="the customer asked for a reply",
             allowed_decisions=[Decision.APPROVE, Decision.REJECT, Decision.MODIFY],
             expires_at=when,
+            pause=[ap],
         ),
         ApprovalDecided(
             **common,

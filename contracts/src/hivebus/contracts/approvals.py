@@ -112,6 +112,11 @@ class ApprovalRequested(Event):
     estimated_cost_usd: float | None = Field(default=None, ge=0)
     allowed_decisions: list[Decision] = Field(min_length=1)
     expires_at: datetime = Field(description="No decision by then resolves as `reject`.")
+    pause: list[str] = Field(
+        default_factory=list,
+        description="Every approval id this pause of the run waits for, this one included "
+        "(several calls of one turn are asked at once); the run resumes when all are resolved.",
+    )
 
 
 class ApprovalDecided(Event):
