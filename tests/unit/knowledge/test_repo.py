@@ -162,10 +162,10 @@ def test_a_store_inside_another_repository_stays_separate(tmp_path: Path) -> Non
 
 
 def test_a_timeout_is_a_retryable_git_error(repo: GitRepo) -> None:
-    """A git call that outlives its bound is killed and reported as a retryable GitError."""
+    """A git call (fsck) that outlives its bound is killed and reported as a retryable GitError."""
     repo.timeout_s = 0.0
     with pytest.raises(GitError) as caught:
-        repo.log()
+        repo.fsck()
     assert caught.value.retryable
 
 

@@ -1,8 +1,9 @@
-"""Calling the `git` binary: argument lists, a scrubbed environment, a bounded time.
+"""Calling Git: libgit2 in process for reads and commits, the `git` binary for `fsck`.
 
-Every call of the knowledge store goes through `run_git`, which never builds a shell string,
-kills git after a timeout, and turns every failure into a `GitError` carrying the command and
-git's stderr.
+A call of the `git` binary goes through `run_git`, which never builds a shell string, kills git
+after a timeout, and turns every failure into a `GitError` carrying the command and git's
+stderr. A libgit2 call runs inside `libgit2_errors`, which turns what libgit2 raises into a
+`GitError` naming the operation.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pygit2
 
 from hivebus.knowledge.errors import KnowledgeError
 
-__all__ = ["GitError", "find_git", "git_environment", "run_git"]
+__all__ = ["GitError", "find_git", "git_environment", "libgit2_errors", "run_git"]
 
 
 class GitError(KnowledgeError):
@@ -33,8 +38,23 @@ class GitError(KnowledgeError):
         self.stderr = stderr
         self.returncode = returncode
         self.retryable = retryable
-        """True for a timeout, which may pass; a refusal by git will not."""
-        super().__init__(f"git failed ({returncode}): {' '.join(command)}: {stderr.strip()}")
+        """True for a timeout or a batch that could not be made durable, which may pass; a
+        refusal by git will not."""
+        code = f" ({returncode})" if returncode is not None else ""
+        super().__init__(f"git failed{code}: {' '.join(command)}: {stderr.strip()}")
+
+
+@contextmanager
+def libgit2_errors(*operation: str, retryable: bool = False) -> Iterator[None]:
+    """Turn what libgit2 (or the file system under it) raises into a `GitError`.
+
+    `operation` names what was being done, such as `("commit", path)`; it stands where the
+    command of a `git` call would.
+    """
+    try:
+        yield
+    except (pygit2.GitError, OSError, ValueError) as exc:
+        raise GitError(["libgit2", *operation], str(exc), retryable=retryable) from exc
 
 
 def find_git() -> str:

@@ -36,6 +36,11 @@ UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 UNKNOWN_AUTHOR = "unknown"
 """`author` of a note whose front matter does not name one."""
 
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""The safe dumper and loader of libyaml where PyYAML has them: the same YAML, several times faster
+(front matter is rendered, and checked, once per commit)."""
+
 _FRONT_MATTER_RE = re.compile(
     r"\A---[ \t]*\r?\n(?P<yaml>.*?)^---[ \t]*(?:\r?\n|\Z)", re.MULTILINE | re.DOTALL
 )
@@ -64,11 +69,13 @@ class Note(BaseModel):
 
 def _dump_yaml(data: dict[str, Any]) -> str:
     """Dump front matter readably, falling back to escaped ASCII when Unicode would not survive."""
-    readable = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=2**31 - 1)
+    options: dict[str, Any] = {"Dumper": _DUMPER, "sort_keys": False, "width": 2**31 - 1}
+    readable: str = yaml.dump(data, allow_unicode=True, **options)
     # Some characters (U+0085, U+2028, ...) are line breaks to YAML and do not round-trip raw.
-    if yaml.safe_load(readable) == data:
+    if yaml.load(readable, Loader=_LOADER) == data:  # noqa: S506 - a safe loader
         return readable
-    return yaml.safe_dump(data, allow_unicode=False, sort_keys=False, width=2**31 - 1)
+    escaped: str = yaml.dump(data, allow_unicode=False, **options)
+    return escaped
 
 
 def render_note(note: Note) -> str:
@@ -93,7 +100,7 @@ def parse_note(text: str, path: str = "") -> Note:
             raise InvalidNoteError("the front matter has no closing '---' line")
         return Note(meta=NoteMeta(title=_fallback_title(text, path)), body=text)
     try:
-        data = yaml.safe_load(match.group("yaml"))
+        data = yaml.load(match.group("yaml"), Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise InvalidNoteError(f"the front matter is not valid YAML ({exc})") from exc
     if data is None:

@@ -1,38 +1,59 @@
-"""The Git layer of the knowledge store: one repository, driven through the `git` binary.
+"""The Git layer of the knowledge store: one repository, driven in process through libgit2.
 
-`GitRepo` is used by the single writer of the store from one worker thread. Every call goes
-through `hivebus.knowledge.git.run_git` (an argument list, never a shell string, a scrubbed
-environment, a bounded timeout). Revisions follow `--end-of-options` and paths follow `--` (and
-pathspecs are literal), so no string from a model can reach an option position. Failures
-raise `GitError`, which carries the command and git's stderr.
+`GitRepo` reads HEAD from any thread (each thread gets its own `pygit2.Repository`: libgit2's
+are not thread-safe) and commits from one writer thread at a time, in batches
+(`hivebus.knowledge.batch`: objects without an fsync each, one syncfs, then HEAD moved once by
+compare-and-set). Commits are made from trees, never through the index or a scan of the working
+tree, so their cost does not grow with the number of notes. The index (`.git/index`) is reset
+to HEAD by `recover` at start-up and not kept up to date after it: keeping it would rewrite the
+whole index (every note) per batch. The `git` binary is called for `fsck` alone, through
+`hivebus.knowledge.git.run_git`.
 
-A little over 300 lines: every git call the store makes is here, so what reaches git can be
-checked in one file.
+No string from a model reaches an option: libgit2 takes paths and ids as values, never as
+command-line arguments, and a revision must look like one (`HEAD` or hex) before it is looked
+up. Failures raise `GitError`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import tempfile
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from hivebus.knowledge.git import GitError, find_git, git_environment, run_git
+import pygit2
+from pygit2.enums import ConfigLevel, RepositoryOpenFlag
 
-__all__ = ["GitError", "GitRepo", "LastCommit", "LogEntry"]
+from hivebus.core import get_logger
+from hivebus.knowledge.batch import SERVICE_EMAIL, SERVICE_NAME, CommitBatch, sanitise_identity
+from hivebus.knowledge.durable import sync_filesystem
+from hivebus.knowledge.git import GitError, find_git, git_environment, libgit2_errors, run_git
+from hivebus.knowledge.history import LastCommit, LogEntry, last_commit, log, messages
+from hivebus.knowledge.trees import blob_at, files_under, read_files
+from hivebus.knowledge.worktree import TEMP_SUFFIX, remove_temp_files, restore
+
+__all__ = [
+    "SERVICE_EMAIL",
+    "SERVICE_NAME",
+    "TEMP_SUFFIX",
+    "GitError",
+    "GitRepo",
+    "LastCommit",
+    "LogEntry",
+    "NoteChange",
+    "sanitise_identity",
+]
+
+logger = get_logger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
-"""How long one git call may run before it is killed."""
+"""How long one call of the `git` binary (`fsck`) may run before it is killed."""
 
 MAX_LOG_ENTRIES = 1000
 """Upper bound on the entries one `log` call returns."""
-
-SERVICE_NAME = "hivebus-knowledge"
-SERVICE_EMAIL = "knowledge@hivebus.invalid"
-TEMP_SUFFIX = ".hivebus-tmp"
-"""Suffix of the temporary files of atomic writes; any left at start-up are removed."""
 
 README_NOTE = """---
 title: Knowledge store
@@ -46,129 +67,92 @@ whose author is the agent. Task notes live under `tasks/`, shared notes under `s
 """
 
 _REVISION = re.compile(r"HEAD|[0-9a-f]{4,64}")
-_UNSAFE_IN_IDENTITY = re.compile(r"[<>\x00-\x1f\x7f]+")
-_FIELDS_PER_ENTRY = 5
-_LS_TREE_FIELDS = 3  # mode, type, object id (then a tab and the path)
-_FSYNC_CONFIG_SINCE = (2, 36)
+_CONFIG = {"user.name": SERVICE_NAME, "user.email": SERVICE_EMAIL}
+_UNWANTED_CONFIG = ("core.fsyncObjectFiles",)  # libgit2 would fsync every object on its own
+
+
+@cache
+def _isolate_libgit2() -> None:
+    """Make libgit2 read the repository's own config alone (no system, global or XDG file)."""
+    for level in (ConfigLevel.SYSTEM, ConfigLevel.XDG, ConfigLevel.GLOBAL, ConfigLevel.PROGRAMDATA):
+        pygit2.settings.search_path[level] = ""
 
 
 @dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One commit in the history of the store or of one note."""
+class NoteChange:
+    """One file to commit: its new content, the author, the message."""
 
-    commit: str
-    """Full commit id."""
-    author: str
-    """Author name (the agent that wrote)."""
+    path: str
+    """A validated note path."""
+    content: str
+    """The whole new file."""
+    author_name: str
+    """Commit author; sanitised before use."""
     author_email: str
-    """Author email."""
-    date: str
-    """Author date, strict ISO 8601."""
-    subject: str
-    """First line of the commit message."""
-
-
-@dataclass(frozen=True, slots=True)
-class LastCommit:
-    """The newest commit that touched one note."""
-
-    commit: str
-    """Full commit id."""
+    """Commit author's email; sanitised before use."""
     message: str
-    """The whole commit message (subject, blank line, body)."""
-
-
-def sanitise_identity(value: str, fallback: str) -> str:
-    """Strip angle brackets and control characters from an author name or email."""
-    cleaned = " ".join(_UNSAFE_IN_IDENTITY.sub(" ", value).split())
-    return cleaned or fallback
+    """Commit message."""
 
 
 class GitRepo:
     """A Git repository of notes at `root`, written by this process alone."""
 
     def __init__(self, root: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        """Bind to `root` (created by `init`); each git call is killed after `timeout_s`."""
+        """Bind to `root` (created by `init`); a call of the `git` binary ends after `timeout_s`."""
         self.root = root.resolve()
         self.timeout_s = timeout_s
-        self._git = find_git()
-        self._env = git_environment()
-        # Never look above the root for a repository, so a parent repository is never touched.
-        self._env["GIT_CEILING_DIRECTORIES"] = str(self.root.parent)
+        self._local = threading.local()
+        _isolate_libgit2()
 
     @property
     def git_dir(self) -> Path:
         """The `.git` directory of the repository."""
         return self.root / ".git"
 
+    def _repo(self) -> pygit2.Repository:
+        """This thread's libgit2 repository object, opened on first use."""
+        repo: pygit2.Repository | None = getattr(self._local, "repo", None)
+        if repo is None:
+            with libgit2_errors("open", str(self.git_dir)):
+                # Opened by its `.git` with no search upwards: a parent repository is never used.
+                repo = pygit2.Repository(str(self.git_dir), RepositoryOpenFlag.NO_SEARCH)
+            self._local.repo = repo
+        return repo
+
+    def _head(self) -> pygit2.Commit | None:
+        """The commit HEAD points at, None in a new, empty repository."""
+        repo = self._repo()
+        with libgit2_errors("read HEAD"):
+            return None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
+
     def _run(
-        self, *args: str, stdin: bytes | None = None, ok: frozenset[int] = frozenset({0})
+        self, *args: str, ok: frozenset[int] = frozenset({0})
     ) -> subprocess.CompletedProcess[bytes]:
         """Run `git *args` in the root; raise `GitError` unless its exit code is in `ok`."""
-        return run_git(
-            self._git,
-            args,
-            cwd=self.root,
-            env=self._env,
-            timeout_s=self.timeout_s,
-            stdin=stdin,
-            ok=ok,
-        )
-
-    def _out(self, *args: str) -> str:
-        """Run a git command and return its stdout without the trailing newline."""
-        return self._run(*args).stdout.decode("utf-8", "replace").rstrip("\n")
-
-    def _has_head(self) -> bool:
-        """Whether HEAD points at a commit (False in a new, empty repository)."""
-        probe = "rev-parse", "-q", "--verify", "--end-of-options", "HEAD^{commit}"
-        return self._run(*probe, ok=frozenset({0, 1})).returncode == 0
-
-    def _blob_id(self, revision: str, path: str) -> str | None:
-        """The blob id of `path` in `revision`, None when absent or not a file (one git call)."""
-        if not path or "\n" in path or "\x00" in path:
-            return None
-        listed = self._run(
-            "ls-tree",
-            "-z",
-            "--full-tree",
-            "--end-of-options",
-            revision,
-            "--",
-            path,
-            ok=frozenset({0, 128}),
-        )
-        if listed.returncode != 0:  # no such revision (a new, empty repository)
-            return None
-        for entry in listed.stdout.split(b"\x00"):
-            meta, _, name = entry.partition(b"\t")
-            fields = meta.split()
-            if (
-                name.decode("utf-8", "replace") == path
-                and len(fields) == _LS_TREE_FIELDS
-                and fields[1] == b"blob"
-            ):
-                return fields[2].decode("ascii")
-        return None
+        env = git_environment()
+        # Never look above the root for a repository, so a parent repository is never touched.
+        env["GIT_CEILING_DIRECTORIES"] = str(self.root.parent)
+        return run_git(find_git(), args, cwd=self.root, env=env, timeout_s=self.timeout_s, ok=ok)
 
     def _configure(self) -> None:
-        """Set the service identity and durable writes in the repository's own config."""
-        settings = [("user.name", SERVICE_NAME), ("user.email", SERVICE_EMAIL)]
-        version = re.search(r"(\d+)\.(\d+)", self._out("--version"))
-        if version and (int(version[1]), int(version[2])) >= _FSYNC_CONFIG_SINCE:
-            settings.append(("core.fsync", "all"))
-        else:
-            settings.append(("core.fsyncObjectFiles", "true"))
-        for key, value in settings:
-            self._run("config", "--local", key, value)
+        """Set the service identity in the repository's own config; drop per-object fsync."""
+        config = self._repo().config
+        with libgit2_errors("config"):
+            for key, value in _CONFIG.items():
+                if key not in config or config[key] != value:
+                    config[key] = value
+            for key in _UNWANTED_CONFIG:
+                if key in config:
+                    del config[key]
 
     def init(self) -> None:
         """Create the repository if absent, configure it and make the first commit; idempotent."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.git_dir.is_dir():
-            self._run("init", "-q", "-b", "main")
+            with libgit2_errors("init", str(self.root)):
+                pygit2.init_repository(str(self.root), initial_head="main")
         self._configure()
-        if not self._has_head():
+        if self._head() is None:
             self.write_and_commit(
                 "readme.md",
                 README_NOTE,
@@ -178,46 +162,61 @@ class GitRepo:
             )
 
     def recover(self) -> None:
-        """Undo what a SIGKILL left behind: stale locks, a half-staged index, temporary files."""
+        """Undo what a SIGKILL left behind and make what it wrote durable.
+
+        Removes stale locks and temporary files, syncs the file system (a commit the killed
+        writer made is on disk before a replay reports it), rewrites the working-tree files of
+        HEAD that are missing or differ (they are not fsynced), and resets the index to HEAD.
+        """
         if not self.git_dir.is_dir():
             return
         # This process is the only writer, so any lock present at start-up is stale.
-        locks = [self.git_dir / name for name in ("index.lock", "HEAD.lock", "config.lock")]
-        locks += [self.git_dir / "packed-refs.lock", *(self.git_dir / "refs").rglob("*.lock")]
+        git = self.git_dir
+        locks = [git / name for name in ("index.lock", "HEAD.lock", "config.lock")]
+        locks += [git / "packed-refs.lock", *(git / "refs").rglob("*.lock")]
+        locks += [*(git / "logs").rglob("*.lock"), *(git / "objects").glob("tmp_object_git2_*")]
         for lock in locks:
             lock.unlink(missing_ok=True)
-        for leftover in self.root.rglob(f"*{TEMP_SUFFIX}"):
-            if self.git_dir not in leftover.parents:
-                leftover.unlink(missing_ok=True)
-        if self._has_head():
-            self._run("reset", "--mixed", "-q")
-        else:
-            self._run("read-tree", "--empty")
+        remove_temp_files(self.root, git)
+        with libgit2_errors("syncfs", str(git), retryable=True):
+            sync_filesystem(git)
+        head = self._head()
+        repo = self._repo()
+        with libgit2_errors("restore the working tree and the index"):
+            restored = restore(repo, self.root, head.tree) if head is not None else []
+            index = repo.index
+            if head is not None:
+                index.read_tree(head.tree)
+            else:
+                index.clear()
+            index.write()
+        if restored:
+            logger.warning("working_tree_restored", files=len(restored), first=restored[0])
 
-    def blob_revision(self, path: str) -> str | None:
-        """The blob id of `path` as committed at HEAD (the note's revision), None when absent."""
-        return self._blob_id("HEAD", path)
+    def begin(self) -> CommitBatch:
+        """A batch of commits on top of HEAD; call from the thread that will `finish` it."""
+        return CommitBatch(self._repo(), self.root)
 
-    def _write_file(self, path: str, data: bytes) -> None:
-        """Replace the working-tree file atomically and durably (temp file, fsync, rename)."""
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX
-        )
-        try:
-            with os.fdopen(fd, "wb") as tmp:
-                tmp.write(data)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            Path(tmp_name).replace(target)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    def commit_many(self, changes: Sequence[NoteChange]) -> list[tuple[str, str]]:
+        """Commit each change on top of the previous one; return (commit, blob revision) each.
+
+        All of them become durable and visible on HEAD together, once; a change equal to the
+        file it replaces makes no commit (its ids are the existing ones). Raises `GitError`
+        when any change fails, and then none of them is on HEAD.
+        """
+        batch = self.begin()
+        made = [
+            batch.commit(
+                change.path,
+                change.content,
+                author_name=change.author_name,
+                author_email=change.author_email,
+                message=change.message,
+            )
+            for change in changes
+        ]
+        batch.finish()
+        return made
 
     def write_and_commit(
         self, path: str, content: str, *, author_name: str, author_email: str, message: str
@@ -226,99 +225,103 @@ class GitRepo:
 
         When `content` equals the file at HEAD no commit is made and the existing ids are
         returned, so a redelivered write is a no-op. `path` must already be validated.
-
-        The commit is made with plumbing, never with `git add` / `git commit`, which look at
-        every file of the working tree: a blob, the index entry of this one path, a tree from
-        the index, a commit of that tree, and HEAD moved by compare-and-set. The cost of a
-        commit therefore does not grow with the number of notes in the store.
         """
-        data = content.encode("utf-8")
-        wanted = self._run("hash-object", "-w", "--no-filters", "--stdin", stdin=data)
-        blob = wanted.stdout.decode("ascii").strip()
-        current = self.blob_revision(path)
-        target = self.root / path
-        parent = self._head()
-        if current == blob and parent is not None:
-            if not target.is_file() or target.read_bytes() != data:
-                self._write_file(path, data)  # an interrupted later write left other bytes
-            return parent, blob
-        self._write_file(path, data)
-        self._run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
-        tree = self._out("write-tree")
-        name = sanitise_identity(author_name, "unknown agent")
-        email = sanitise_identity(author_email, "unknown@hivebus.invalid").replace(" ", "")
-        text = message if message.strip() else f"Update {path}"
-        parents = ["-p", parent] if parent is not None else []
-        made = run_git(
-            self._git,
-            ("commit-tree", "--no-gpg-sign", *parents, "-F", "-", tree),
-            cwd=self.root,
-            env={**self._env, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email},
-            timeout_s=self.timeout_s,
-            stdin=text.encode("utf-8"),
-        )
-        commit = made.stdout.decode("ascii").strip()
-        # Moves HEAD only if it is still `parent`: this process is the only writer, so a
-        # refusal means the repository was changed under it, which must not pass silently.
-        self._run("update-ref", "-m", f"hivebus: {path}", "HEAD", commit, parent or "")
-        return commit, blob
+        change = NoteChange(path, content, author_name, author_email, message)
+        return self.commit_many([change])[0]
 
-    def _head(self) -> str | None:
-        """The commit HEAD points at, None in a new, empty repository."""
-        probe = self._run(
-            "rev-parse",
-            "-q",
-            "--verify",
-            "--end-of-options",
-            "HEAD^{commit}",
-            ok=frozenset({0, 1}),
-        )
-        return probe.stdout.decode("ascii").strip() if probe.returncode == 0 else None
+    def head_commit(self) -> str | None:
+        """The id of HEAD's commit, None in a new, empty repository."""
+        head = self._head()
+        return str(head.id) if head is not None else None
 
-    def log(self, path: str | None = None, limit: int = 50) -> list[LogEntry]:
-        """The newest `limit` commits, of the whole store or of the note at `path`."""
-        if not self._has_head():
-            return []
-        count = max(1, min(limit, MAX_LOG_ENTRIES))
-        args = ["log", "-z", f"--max-count={count}", "--format=%H%x00%an%x00%ae%x00%aI%x00%s"]
-        args += ["--end-of-options", "HEAD", "--"]
-        if path is not None:
-            args.append(path)
-        raw = self._run(*args).stdout.decode("utf-8", "replace")
-        if not raw:
-            return []
-        fields = raw.removesuffix("\x00").split("\x00")
-        return [
-            LogEntry(*fields[i : i + _FIELDS_PER_ENTRY])
-            for i in range(0, len(fields) - _FIELDS_PER_ENTRY + 1, _FIELDS_PER_ENTRY)
-        ]
+    def changed_paths(self, old: str, new: str) -> list[str] | None:
+        """The files added, changed or removed from commit `old` to commit `new`.
 
-    def last_commit(self, path: str) -> LastCommit | None:
-        """The newest commit that touched `path`, with its whole message; None when none did."""
-        if not self._has_head():
+        None when either is not a commit of this repository. Compares trees by id, so a folder
+        that did not change is not read.
+        """
+        repo = self._repo()
+        try:
+            before, after = repo[old].peel(pygit2.Tree), repo[new].peel(pygit2.Tree)
+        except (KeyError, ValueError, pygit2.GitError):
             return None
-        args = ["log", "-1", "-z", "--format=%H%x00%B", "--end-of-options", "HEAD", "--", path]
-        raw = self._run(*args).stdout.decode("utf-8", "replace")
-        commit, _, message = raw.removesuffix("\x00").partition("\x00")
-        return LastCommit(commit, message) if commit else None
+        with libgit2_errors("diff", old, new):
+            deltas = before.diff_to_tree(after).deltas
+            return sorted({path for d in deltas for path in (d.old_file.path, d.new_file.path)})
+
+    def blob_revision(self, path: str) -> str | None:
+        """The blob id of `path` as committed at HEAD (the note's revision), None when absent."""
+        head = self._head()
+        blob = blob_at(head.tree, path) if head is not None else None
+        return str(blob.id) if blob is not None else None
+
+    def read(self, path: str) -> tuple[str, str] | None:
+        """The note at `path` at HEAD as (revision, text), from one look at HEAD."""
+        head = self._head()
+        blob = blob_at(head.tree, path) if head is not None else None
+        if blob is None:
+            return None
+        with libgit2_errors("read", path):
+            data = self._repo()[blob.id].peel(pygit2.Blob).data
+        return str(blob.id), data.decode("utf-8", "replace")
 
     def show(self, path: str, revision: str | None = None) -> str | None:
         """The note at `path` at HEAD or at commit `revision`; None when either is unknown."""
         rev = revision or "HEAD"
-        if not _REVISION.fullmatch(rev) or not self._has_head():
+        if not _REVISION.fullmatch(rev):
             return None
-        blob = self._blob_id(rev, path)
+        repo = self._repo()
+        try:
+            found = self._head() if rev == "HEAD" else repo[rev]
+            tree = found.peel(pygit2.Tree) if found is not None else None
+        except (KeyError, ValueError, pygit2.GitError):  # unknown, ambiguous or not a commit
+            return None
+        blob = blob_at(tree, path) if tree is not None else None
         if blob is None:
             return None
-        return self._run("cat-file", "blob", blob).stdout.decode("utf-8", "replace")
+        with libgit2_errors("read", path):
+            data = repo[blob.id].peel(pygit2.Blob).data
+        return data.decode("utf-8", "replace")
+
+    def read_files(
+        self, commit: str, paths: list[str] | None = None
+    ) -> list[tuple[str, str | None]]:
+        """The text of each file at `paths` in `commit`, or of every file when `paths` is None.
+
+        None stands for a path with no file; each folder is read once.
+        """
+        repo = self._repo()
+        with libgit2_errors("read", commit):
+            tree = repo[commit].peel(pygit2.Tree)
+            files = read_files(repo, tree, paths)
+        return [(p, d.decode("utf-8", "replace") if d is not None else None) for p, d in files]
+
+    def log(self, path: str | None = None, limit: int = 50) -> list[LogEntry]:
+        """The newest `limit` commits, of the whole store or of the note at `path`."""
+        head = self._head()
+        count = max(1, min(limit, MAX_LOG_ENTRIES))
+        with libgit2_errors("log", path or ""):
+            return log(self._repo(), head.id if head is not None else None, path, count)
+
+    def last_commit(self, path: str) -> LastCommit | None:
+        """The newest commit that touched `path`, with its whole message; None when none did."""
+        head = self._head()
+        with libgit2_errors("log", path):
+            return last_commit(self._repo(), head.id if head is not None else None, path)
+
+    def messages(self, limit: int) -> list[LastCommit]:
+        """The newest `limit` commits of the store, each with its whole message."""
+        head = self._head()
+        with libgit2_errors("log"):
+            return messages(self._repo(), head.id if head is not None else None, limit)
 
     def list_files(self, prefix: str = "") -> list[str]:
-        """Paths of the tracked files, all of them or those under the directory `prefix`."""
-        args = ["ls-files", "-z", "--"]
-        if prefix:
-            args.append(prefix)
-        raw = self._run(*args).stdout.decode("utf-8", "replace")
-        return [name for name in raw.split("\x00") if name]
+        """Paths of the files at HEAD, all of them or those under the directory `prefix`."""
+        head = self._head()
+        if head is None:
+            return []
+        with libgit2_errors("list", prefix):
+            return files_under(self._repo(), head.tree, prefix)
 
     def fsck(self) -> bool:
         """Whether `git fsck` finds the repository consistent (dangling objects are fine)."""

@@ -1,16 +1,20 @@
 """The knowledge service: the only writer of the repository.
 
-Writes arrive on the KNOWLEDGE stream and are applied one at a time (one pull worker), each as
-one commit, in this order:
+Writes arrive on the KNOWLEDGE stream, pulled up to `WRITE_BATCH` at a time and handled
+concurrently, and are applied in the order they were fetched, each as its own commit, by one
+group committer (`hivebus.knowledge.committer`) that makes a whole batch durable with one sync.
+For each write, in this order:
 
-    apply the write (a commit)  ->  announce it (`NoteCommitted`)  ->  store its result in
-    KV `knowledge` under `write.<id>`  ->  ack
+    apply the write (a commit, durable and on HEAD)  ->  announce it (`NoteCommitted`)  ->
+    store its result in KV `knowledge` under `write.<id>`  ->  ack
 
 A crash (or a failed publish) anywhere in it redelivers the write. A write whose result is
 stored was announced already and is only acked. Any other is applied again: the store
 recognises a commit this write made before (its message names the write id) and answers
 `committed` with it, so the commit is announced at least once; subscribers drop a repeat by
-its message id (`kb:<write id>:committed`). Messages are settled only by `Settler`.
+its message id (`kb:<write id>:committed`). A write whose commit fails is settled alone (nak
+or terminate, by its error); the others of its batch are committed all the same. Messages are
+settled only by `Settler`.
 
 Reads, listing, log and search are request/reply, served from other threads, so they never
 wait behind a write. `start_knowledge` is the entry point: it opens everything, then starts
@@ -25,7 +29,6 @@ from pathlib import Path
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from hivebus.contracts import NoteCommitted, subjects
@@ -52,6 +55,7 @@ from hivebus.core import (
     jetstream,
     new_broker,
 )
+from hivebus.knowledge.committer import GroupCommitter
 from hivebus.knowledge.store import KnowledgeStore, author_of
 
 __all__ = ["SERVICE_CONTEXT", "KnowledgeService", "build_knowledge_broker", "start_knowledge"]
@@ -63,6 +67,14 @@ READERS = "knowledge-readers"
 
 SERVICE_CONTEXT = "hivebus_knowledge"
 """Name of the ready `KnowledgeService` in the broker's FastStream context."""
+
+WRITE_BATCH = 64
+"""Writes one fetch pulls, handled at once, and the most one group commit applies.
+
+A batch costs one file-system sync (a few milliseconds) plus its commits, so batching is what
+lets the single writer keep up with many agents; it stays far below the consumer's
+`max_ack_pending` and a batch ends well within its ack wait.
+"""
 
 
 class KnowledgeService:
@@ -76,20 +88,19 @@ class KnowledgeService:
         self.results = results
         self.publisher = publisher
         self.settler = settler
+        self.committer = GroupCommitter(store, results, WRITE_BATCH)
 
     async def write(self, write: NoteWrite) -> NoteWriteResult:
         """Apply one write (once), announce its commit, then store its result.
 
-        A write whose result is stored already is answered from there, untouched.
+        The write takes its place in the committer's line before anything is awaited, so
+        writes are applied in the order their handlers started. A write whose result is
+        stored already is answered from there, untouched.
         """
-        key = subjects.knowledge_result_key(write.write_id)
-        try:
-            stored = await self.results.get(key)
-        except KeyNotFoundError:
-            pass
-        else:
-            return NoteWriteResult.model_validate_json(stored.value or b"{}")
-        result = await asyncio.to_thread(self.store.apply, write)
+        applied = await self.committer.submit(write)
+        result = applied.result
+        if applied.stored_before:
+            return result
         if result.status == "committed" and result.commit and result.revision:
             await self.publisher.publish(
                 NoteCommitted(
@@ -102,6 +113,7 @@ class KnowledgeService:
                     author=author_of(write),
                 )
             )
+        key = subjects.knowledge_result_key(write.write_id)
         await self.results.put(key, result.model_dump_json().encode())
         log.info("note_written", path=result.path, status=result.status)
         return result
@@ -176,10 +188,12 @@ def build_knowledge_broker(settings: Settings, url: str) -> NatsBroker:
         subjects.KNOWLEDGE_WRITE,
         stream=JStream(subjects.KNOWLEDGE_STREAM, declare=False),
         durable=subjects.KNOWLEDGE_WRITER_CONSUMER,
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
+        pull_sub=PullSub(batch_size=WRITE_BATCH, timeout=1.0),
+        max_workers=WRITE_BATCH,
         ack_policy=AckPolicy.MANUAL,
         title="knowledge.write",
-        description="NoteWrite, applied one at a time; NoteCommitted, then the result in KV.",
+        description="NoteWrite, applied in fetch order, many per durable sync; NoteCommitted, "
+        "then the result in KV.",
     )(on.on_write)
     broker.subscriber(subjects.KNOWLEDGE_READ, queue=READERS)(on.on_read)
     broker.subscriber(subjects.KNOWLEDGE_LIST, queue=READERS)(on.on_list)
