@@ -93,9 +93,14 @@ def _pull_consumer(durable: str, subject: str, ack_wait: float, max_deliver: int
     )
 
 
+def orchestrator_max_deliver(settings: Settings) -> int:
+    """Deliveries of one message to the orchestrator before the server gives up on it."""
+    return settings.work_max_deliver * 4
+
+
 def orchestrator_consumers(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
     """Durable pull consumers of the orchestrator: submissions, results, controls, advisories."""
-    max_deliver = settings.work_max_deliver * 4
+    max_deliver = orchestrator_max_deliver(settings)
     return [
         (
             consumer.stream,

@@ -1,6 +1,7 @@
 """hivebus orchestrator: plan validation, the scheduler, result handling."""
 
 from hivebus.orchestrator.graph import Graph
+from hivebus.orchestrator.pauses import Pauses
 from hivebus.orchestrator.scheduler import Scheduler
 from hivebus.orchestrator.state import KvStore, MemoryStore, StateStore
 from hivebus.orchestrator.summary import summarize
@@ -10,6 +11,7 @@ __all__ = [
     "Graph",
     "KvStore",
     "MemoryStore",
+    "Pauses",
     "Scheduler",
     "StateStore",
     "find_cycle",

@@ -82,6 +82,17 @@ def mark_dispatched(subtask_id: str, role: str) -> SubTaskChange:
     return dispatched
 
 
+def mark_resumed(attempt: int) -> SubTaskChange:
+    """`ready -> dispatched` once a paused run's resume is on the bus (its approvals resolved)."""
+
+    def dispatched(cur: SubTaskState | None) -> SubTaskState | None:
+        if cur is None or cur.attempt != attempt or cur.status != S.READY:
+            return None  # already dispatched, or the resumed run's events overtook this write
+        return cur.model_copy(update={"status": transition(cur.status, S.DISPATCHED)})
+
+    return dispatched
+
+
 def dispatchable(state: SubTaskState | None, needed: int) -> bool:
     """Whether a sub-task is pending with every dependency completed."""
     deps_done = state.deps_done if state is not None else 0
@@ -91,12 +102,16 @@ def dispatchable(state: SubTaskState | None, needed: int) -> bool:
 def mark_running(role: str, needed: int, event: SubTaskStarted) -> SubTaskChange:
     """`dispatched -> running` for this attempt (ignored if stale or already further).
 
-    A run of a sub-task that was never dispatchable (a dependency not completed) is ignored.
+    A run of a sub-task that was never dispatchable (a dependency not completed) is ignored,
+    and so is a start while a resume waits to be dispatched (`ready` with resolutions): it can
+    only be the paused run's own late start, and taking it would lose the resume.
     """
 
     def run(cur: SubTaskState | None) -> SubTaskState | None:
         state = cur or pending(event.subtask_id, role)
         if state.attempt != event.attempt or state.status not in _NOT_STARTED:
+            return None
+        if state.status == S.READY and state.resume:
             return None
         if state.status == S.PENDING and state.deps_done < needed:
             return None
@@ -118,6 +133,8 @@ def apply_result(role: str, needed: int, event: SubTaskFinished) -> SubTaskChang
         state = cur or pending(event.subtask_id, role)
         if state.attempt != event.attempt or state.status in SUBTASK_TERMINAL:
             return None  # stale attempt or already applied: a duplicate changes nothing
+        if event.status == S.AWAITING_APPROVAL:
+            return None  # a pause is an `ApprovalRequested`, never a run's end (see `approvals`)
         if state.status == S.PENDING and state.deps_done < needed:
             return None
         return state.model_copy(
@@ -166,16 +183,27 @@ def block(subtask_id: str, role: str, root: str, reason: str) -> SubTaskChange:
     return blocked
 
 
-def cancel_waiting(subtask_id: str, role: str, reason: str) -> SubTaskChange:
-    """A sub-task not running yet ends `cancelled`."""
+def cancel_waiting(
+    subtask_id: str, role: str, reason: str, ending: TaskStatus = TaskStatus.CANCELLED
+) -> SubTaskChange:
+    """A sub-task that is not running ends where it is (a cancel or the deadline).
+
+    Not started yet, it ends `cancelled`; waiting for a person, by the task's `ending`
+    (`timeout` at the deadline, else `cancelled`), its approvals still listed in
+    `pending_approvals` for the caller to close.
+    """
+    waiting_ends = S.TIMEOUT if ending == TaskStatus.TIMEOUT else S.CANCELLED
 
     def cancel(cur: SubTaskState | None) -> SubTaskState | None:
         state = cur or pending(subtask_id, role)
-        if state.status not in _NOT_STARTED:
+        if state.status == S.AWAITING_APPROVAL:
+            target = waiting_ends
+        elif state.status in _NOT_STARTED:
+            target = S.CANCELLED
+        else:
             return None
-        return state.model_copy(
-            update={"status": transition(state.status, S.CANCELLED), "reason": reason}
-        )
+        status = transition(state.status, target)
+        return state.model_copy(update={"status": status, "reason": reason})
 
     return cancel
 

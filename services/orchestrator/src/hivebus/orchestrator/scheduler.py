@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
+    ApprovalResolved,
     DeadLetter,
     DeadlineReached,
     SubTaskAssigned,
@@ -33,7 +34,7 @@ from hivebus.contracts import (
 )
 from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, EventSink, HivebusConfig, SystemClock, get_logger
-from hivebus.orchestrator import changes
+from hivebus.orchestrator import approvals, changes
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.handover import NoteWatch, hand_over, is_large, output_note
 from hivebus.orchestrator.state import StateStore
@@ -44,6 +45,9 @@ log = get_logger(__name__)
 
 S = SubTaskStatus
 ItemT = TypeVar("ItemT")
+
+_STOPPED = frozenset({S.CANCELLED, S.TIMEOUT})
+"""How `stop` ends a sub-task that is not running."""
 
 CONCURRENCY = 64
 """Dispatches (and dependency marks) one event may have in flight at once."""
@@ -117,7 +121,8 @@ class Scheduler:
         self.graphs.put(submission.task_id, (submission, graph))
         return graph
 
-    async def _load(self, task_id: str) -> tuple[TaskSubmitted, Graph] | None:
+    async def load(self, task_id: str) -> tuple[TaskSubmitted, Graph] | None:
+        """A task's accepted submission and its graph (cached), or None when there is none."""
         cached = self.graphs.get(task_id)
         if cached is not None:
             return cached
@@ -129,12 +134,19 @@ class Scheduler:
     # -- dispatch ------------------------------------------------------------------------
 
     async def _dispatch(
-        self, submission: TaskSubmitted, graph: Graph, sid: str, attempt: int = 1
+        self,
+        submission: TaskSubmitted,
+        graph: Graph,
+        sid: str,
+        attempt: int = 1,
+        resume: list[ApprovalResolved] | None = None,
     ) -> None:
         """Publish a dispatchable sub-task, then record it `dispatched` (in one write).
 
         Done again after a crash, the publish carries the same message id, so agents see it
-        once; the write finds the sub-task already further and changes nothing.
+        once; the write finds the sub-task already further and changes nothing. With `resume`
+        (the resolutions of its approvals) it dispatches a paused run again, under a message
+        id of its own, and records it `ready -> dispatched`.
         """
         spec = graph.specs[sid]
         task_id = submission.task_id
@@ -159,15 +171,21 @@ class Scheduler:
                 subtask_kind=spec.kind,
                 budget=submission.budget,
                 dependencies=dependencies,
+                resume=resume or [],
             )
         )
-        await self.store.update_subtask(task_id, sid, changes.mark_dispatched(sid, spec.role))
+        mark = changes.mark_resumed(attempt) if resume else changes.mark_dispatched(sid, spec.role)
+        await self.store.update_subtask(task_id, sid, mark)
+
+    async def resume(self, submission: TaskSubmitted, graph: Graph, state: SubTaskState) -> None:
+        """Dispatch a paused sub-task again, `ready` with the resolutions of its approvals."""
+        await self._dispatch(submission, graph, state.id, state.attempt, state.resume)
 
     # -- results -------------------------------------------------------------------------
 
     async def started(self, event: SubTaskStarted) -> None:
         """A run began: `dispatched -> running` (ignored if stale or already further)."""
-        loaded = await self._load(event.task_id)
+        loaded = await self.load(event.task_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             return
         graph = loaded[1]
@@ -177,7 +195,7 @@ class Scheduler:
 
     async def finished(self, event: SubTaskFinished) -> None:
         """Apply a terminal result once, then unblock or block dependents, then maybe finish."""
-        loaded = await self._load(event.task_id)
+        loaded = await self.load(event.task_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             log.warning(
                 "result_for_unknown_subtask", task_id=event.task_id, subtask_id=event.subtask_id
@@ -251,10 +269,12 @@ class Scheduler:
     async def stop(self, task_id: str, ending: TaskStatus, reason: str) -> None:
         """Cancel a task or end it at its deadline.
 
-        Runs stop at their next step boundary, nothing new starts, and the task finishes
-        once every sub-task has ended. Cancelling what has not started is O(V), once.
+        Runs stop at their next step boundary, nothing new starts, a sub-task waiting for a
+        person ends where it waits (its approvals closed), and the task finishes once every
+        sub-task has ended. Cancelling what is not running is O(V), once; done again (a run
+        that paused after the cancel) it ends what paused.
         """
-        loaded = await self._load(task_id)
+        loaded = await self.load(task_id)
         if loaded is None:
             log.warning("stop_for_unknown_task", task_id=task_id)
             return
@@ -263,14 +283,18 @@ class Scheduler:
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         await self.store.mark_cancelled(task_id)
+        ending = meta.ending or ending  # the first of a cancel and the deadline decides
+        closing = approvals.close(f"the task is ending {ending.value}: {reason}")
         ended = []
         for sid, spec in graph.specs.items():
             if meta.is_finished(graph.index[sid]):
                 continue
-            cancel = changes.cancel_waiting(sid, spec.role, reason)
+            cancel = changes.cancel_waiting(sid, spec.role, reason, ending)
             state = await self.store.update_subtask(task_id, sid, cancel)
-            if state is not None and state.status == S.CANCELLED:
+            if state is not None and state.status in _STOPPED:
                 ended.append(graph.index[sid])
+                for ap in state.pending_approvals:
+                    await self.store.update_approval(task_id, ap, closing)
         meta = await self.store.update_meta(task_id, changes.count_finished(ended))
         if meta is not None and meta.finished >= meta.total:
             await self._finish(submission, graph)

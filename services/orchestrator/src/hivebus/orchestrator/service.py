@@ -9,6 +9,7 @@ ready, after connecting.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from faststream.middlewares import AckPolicy
@@ -17,6 +18,9 @@ from faststream.nats.annotations import NatsMessage
 from nats.js.kv import KeyValue
 
 from hivebus.contracts import (
+    ApprovalDecided,
+    ApprovalExpired,
+    ApprovalRequested,
     CancelRequested,
     DeadlineReached,
     SubTaskFinished,
@@ -41,7 +45,10 @@ from hivebus.core import (
 )
 from hivebus.core.decoding import decode_json
 from hivebus.core.knowledge_client import wait_for_write
+from hivebus.core.topology import orchestrator_max_deliver
 from hivebus.orchestrator.deadletters import MaxDeliveriesAdvisory, WorkDeadLetters
+from hivebus.orchestrator.early import DecisionLog, StreamDecisionLog
+from hivebus.orchestrator.pauses import Pauses
 from hivebus.orchestrator.scheduler import Scheduler
 from hivebus.orchestrator.state import KvStore
 from hivebus.orchestrator.validation import task_id_of
@@ -58,6 +65,16 @@ under load and be redelivered (measured: the agent-kills chaos test stalled at 1
 
 SERVICE = "hivebus_orchestrator"
 """Name of the service in the broker's context."""
+
+
+def early_wait_s(settings: Settings) -> float:
+    """How long a decision waits for its request: `approval_early_wait_s`, or less.
+
+    Bounded so that a decision is refused by its age before its consumer's last delivery
+    (naks come `nak_delay_s` apart), never dropped unanswered.
+    """
+    by_deliveries = settings.nak_delay_s * max(orchestrator_max_deliver(settings) - 2, 0)
+    return min(settings.approval_early_wait_s, by_deliveries)
 
 
 class SubmissionWithoutTaskError(CoreError):
@@ -89,10 +106,13 @@ class OrchestratorService:
         scheduler: Scheduler,
         dead_letters: WorkDeadLetters,
         publisher: Publisher,
+        decisions: DecisionLog,
     ) -> None:
         """Ready to handle messages."""
         self.settings = settings
         self.scheduler = scheduler
+        self.max_deliver = orchestrator_max_deliver(settings)
+        self.pauses = Pauses(scheduler, decisions, early_wait_s(settings))
         self.dead_letters = dead_letters
         self.publisher = publisher
         self.settler = Settler(publisher, settings.nak_delay_s)
@@ -183,10 +203,45 @@ class Handlers:
         stopping = service.scheduler.stop(event.task_id, TaskStatus.TIMEOUT, reason)
         await service.settler.run(self._message(), stopping)
 
+    async def on_approval_requested(self, event: ApprovalRequested) -> None:
+        """`ApprovalRequested`: the run paused; the sub-task waits, its expiry is scheduled."""
+        bind_ids(task_id=event.task_id, subtask_id=event.subtask_id, run_id=event.run_id)
+        service = self._service()
+        await service.settler.run(self._message(), service.pauses.requested(event))
+
+    async def on_approval_decided(self, event: ApprovalDecided) -> None:
+        """`ApprovalDecided` on CONTROL: the first valid decision wins; others are refused.
+
+        A decision for an approval not requested yet is delivered again (nak with delay)
+        until `approval_early_wait_s` after the bus stored it, or its last delivery.
+        """
+        bind_ids(task_id=event.task_id)
+        service, msg = self._service(), self._message()
+        received_at, deliveries = _delivery(msg)
+        deciding = service.pauses.decided(
+            event, received_at=received_at, last_delivery=deliveries >= service.max_deliver
+        )
+        await service.settler.run(msg, deciding)
+
+    async def on_approval_expired(self, event: ApprovalExpired) -> None:
+        """An approval's scheduled expiry came due: a pending one resolves `reject`."""
+        bind_ids(task_id=event.task_id, subtask_id=event.subtask_id)
+        service = self._service()
+        await service.settler.run(self._message(), service.pauses.expired(event))
+
     async def on_max_deliveries(self, advisory: MaxDeliveriesAdvisory) -> None:
         """A work message reached `max_deliver`: dead-letter it and fail its sub-task."""
         service = self._service()
         await service.settler.run(self._message(), service.dead_letters.handle(advisory))
+
+
+def _delivery(msg: NatsMessage) -> tuple[datetime | None, int]:
+    """When the bus stored a message, and how often it was delivered (None, 0 if unknown)."""
+    try:
+        meta = msg.raw_message.metadata
+    except Exception:  # noqa: BLE001 - a core NATS message has no JetStream metadata
+        return None, 0
+    return meta.timestamp, int(meta.num_delivered)
 
 
 def build_orchestrator_broker(settings: Settings, url: str) -> NatsBroker:
@@ -199,6 +254,9 @@ def build_orchestrator_broker(settings: Settings, url: str) -> NatsBroker:
         subjects.events_of_kind(EventKind.SUBTASK_FINISHED): on.on_finished,
         subjects.control_of_kind(ControlKind.CANCEL): on.on_cancel,
         subjects.control_of_kind(ControlKind.DEADLINE): on.on_deadline,
+        subjects.events_of_kind(EventKind.APPROVAL_REQUESTED): on.on_approval_requested,
+        subjects.control_of_kind(ControlKind.APPROVAL): on.on_approval_decided,
+        subjects.control_of_kind(ControlKind.APPROVAL_EXPIRED): on.on_approval_expired,
         subjects.MAX_DELIVERIES_ADVISORY: on.on_max_deliveries,
     }
     for consumer in subjects.orchestrator_inputs():
@@ -230,8 +288,9 @@ async def start_orchestrator(settings: Settings, config: HivebusConfig, url: str
     dead_letters = WorkDeadLetters(
         js, await js.key_value(subjects.RUNS_BUCKET), publisher, scheduler
     )
-    broker.context.set_global(
-        SERVICE, OrchestratorService(settings, scheduler, dead_letters, publisher)
+    service = OrchestratorService(
+        settings, scheduler, dead_letters, publisher, StreamDecisionLog(js)
     )
+    broker.context.set_global(SERVICE, service)
     await broker.start()
     return broker

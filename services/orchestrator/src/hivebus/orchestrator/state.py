@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
+    ApprovalRecord,
+    ApprovalStatus,
     SubTaskState,
     TaskFinished,
     TaskMeta,
@@ -30,6 +32,8 @@ MetaChange = Callable[[TaskMeta | None], TaskMeta | None]
 """A pure change of a task's meta (see `changes`)."""
 SubTaskChange = Callable[[SubTaskState | None], SubTaskState | None]
 """A pure change of one sub-task's state (see `changes`)."""
+RecordChange = Callable[[ApprovalRecord | None], ApprovalRecord | None]
+"""A pure change of one approval's record (see `approvals`)."""
 
 
 class StateStore(Protocol):
@@ -73,6 +77,16 @@ class StateStore(Protocol):
         """Store the final event unless one is stored; return the stored one."""
         ...
 
+    async def read_approval(self, task_id: str, approval: str) -> ApprovalRecord | None:
+        """One approval's record, or None."""
+        ...
+
+    async def update_approval(
+        self, task_id: str, approval: str, change: RecordChange
+    ) -> ApprovalRecord | None:
+        """Compare-and-set one approval's record (creating it too); returns the value after."""
+        ...
+
 
 def _final(state: SubTaskState) -> bool:
     return state.status in SUBTASK_TERMINAL
@@ -80,6 +94,10 @@ def _final(state: SubTaskState) -> bool:
 
 def _always(_: object) -> bool:
     return True
+
+
+def _settled(record: ApprovalRecord) -> bool:
+    return record.status is not ApprovalStatus.PENDING
 
 
 class KvStore:
@@ -103,9 +121,17 @@ class KvStore:
         self.cache = kvcas.WriteCache()
         self.publisher = publisher
 
-    async def _update(self, key: str, model: type[Any], change: Any) -> Any:
+    async def _update(
+        self, key: str, model: type[Any], change: Any, *, assume_absent: bool = True
+    ) -> Any:
         value, _ = await kvcas.cas_update(
-            self.kv, key, model, change, self.attempts, cache=self.cache, assume_absent=True
+            self.kv,
+            key,
+            model,
+            change,
+            self.attempts,
+            cache=self.cache,
+            assume_absent=assume_absent,
         )
         return value
 
@@ -178,6 +204,22 @@ class KvStore:
         )
         return stored
 
+    async def read_approval(self, task_id: str, approval: str) -> ApprovalRecord | None:
+        """See `StateStore`: a record no longer pending is answered from the cache."""
+        key = subjects.approval_key(task_id, approval)
+        value, _ = await kvcas.read(self.kv, key, ApprovalRecord, self.cache, _settled)
+        return value
+
+    async def update_approval(
+        self, task_id: str, approval: str, change: RecordChange
+    ) -> ApprovalRecord | None:
+        """See `StateStore`; the key is read first unless cached: most updates find one."""
+        key = subjects.approval_key(task_id, approval)
+        value: ApprovalRecord | None = await self._update(
+            key, ApprovalRecord, change, assume_absent=False
+        )
+        return value
+
 
 class MemoryStore:
     """`StateStore` in a dict; counts writes so tests can pin the scheduler's cost."""
@@ -247,3 +289,16 @@ class MemoryStore:
             subjects.result_key(result.task_id), lambda cur: result if cur is None else None
         )
         return stored
+
+    async def read_approval(self, task_id: str, approval: str) -> ApprovalRecord | None:
+        """See `StateStore`."""
+        value = self.data.get(subjects.approval_key(task_id, approval))
+        return value if isinstance(value, ApprovalRecord) else None
+
+    async def update_approval(
+        self, task_id: str, approval: str, change: RecordChange
+    ) -> ApprovalRecord | None:
+        """See `StateStore`."""
+        key = subjects.approval_key(task_id, approval)
+        value: ApprovalRecord | None = self._update(key, change)
+        return value

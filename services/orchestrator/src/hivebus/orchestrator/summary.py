@@ -67,6 +67,7 @@ def summarize(
             usage=s.usage,
             output=s.output,
             flags=s.flags,
+            approvals=s.approvals,
         )
         for s in sorted(states, key=lambda s: graph.index[s.id])
     ]
@@ -79,6 +80,47 @@ def summarize(
         usage=usage,
         subtasks=summaries,
     )
+
+
+NOTE_VALUE_CHARS = 80
+"""How much of a changed argument's value the summary note shows."""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= NOTE_VALUE_CHARS else text[: NOTE_VALUE_CHARS - 3] + "..."
+
+
+def _approval_lines(result: TaskFinished) -> list[str]:
+    """The approvals of every sub-task, one row each: who decided what, when, and why."""
+    rows = [(sub.id, a) for sub in result.subtasks for a in sub.approvals]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Approvals",
+        "",
+        "| sub-task | asked | decision | by | at | reason |",
+        "|---|---|---|---|---|---|",
+    ]
+    for sid, a in rows:
+        decision = a.decision.value + (" (timed out)" if a.timed_out else "")
+        if a.arguments_diff:
+            changed = ", ".join(
+                f"{name}: {_short(change['from'])} -> {_short(change['to'])}"
+                for name, change in a.arguments_diff.items()
+            )
+            decision += f"; changed {changed}"
+        asked = f"{a.approval_kind.value} {a.tool}"
+        lines.append(
+            f"| {sid} | {_cell(asked)} | {_cell(decision)} | {_cell(a.by)} "
+            f"| {a.at.isoformat()} | {_cell(a.reason)} |"
+        )
+    return lines
 
 
 def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
@@ -101,6 +143,7 @@ def summary_note(submission: TaskSubmitted, result: TaskFinished) -> NoteWrite:
     for sub in result.subtasks:
         why = f"blocked by {sub.blocked_by}" if sub.blocked_by else sub.reason
         lines.append(f"| {sub.id} | {sub.role} | {sub.status.value} | {why.replace('|', '/')} |")
+    lines += _approval_lines(result)
     if result.result_ref is not None:
         # Too large for one message: the event lists only what did not complete, and its
         # output is a preview; the whole event is in the artifacts store.
