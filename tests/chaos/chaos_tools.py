@@ -11,6 +11,9 @@ happen under an exclusive `flock` of `ledger.lock`, so two workers never both ap
 - `slow_append`: appends to `entered` at once, then the same write after `seconds`, long
   enough to stop or kill the worker inside it.
 - `crash`: appends to `crashes`, then ends its worker process on the spot (`os._exit`).
+- `risky_apply`: a `write_risky` effect (so it needs a person's approval): applied at once,
+  once per key, then `seconds` of waiting, so a kill lands after the effect and before the
+  run's checkpoint of it.
 """
 
 from __future__ import annotations
@@ -81,3 +84,15 @@ def crash(context: ToolContext) -> str:
     context.workspace.mkdir(parents=True, exist_ok=True)
     _append_line(context.workspace / "crashes", f"{context.idempotency_key} {os.getpid()}")
     os._exit(1)
+
+
+@tool(tier="write_risky", timeout_s=30.0)
+async def risky_apply(seconds: float, context: ToolContext) -> str:
+    """Apply an effect once per idempotency key, then wait `seconds` before answering."""
+    workspace = context.workspace
+    applied = await asyncio.to_thread(
+        _apply_once, workspace, context.subtask_id, context.idempotency_key
+    )
+    _append_line(workspace / "entered", f"{context.idempotency_key} {os.getpid()}")
+    await asyncio.sleep(seconds)
+    return "applied" if applied else "already applied"

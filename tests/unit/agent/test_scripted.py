@@ -293,3 +293,17 @@ async def test_a_delayed_turn_answers_only_after_its_delay() -> None:
     response = await asyncio.wait_for(pending, timeout=5)
     assert response.text == "late"
     assert asyncio.get_running_loop().time() - started >= 0.05
+
+
+def test_a_turn_may_make_several_tool_calls_with_distinct_ids() -> None:
+    """`calls` answers with every call at once, ids `call_<turn>_<n>`; mixing kinds is refused."""
+    scripted = model(
+        [{"calls": [{"tool": "a", "args": {"x": 1}}, {"tool": "b"}]}, {"text": "done"}]
+    )
+    response = asyncio.run(scripted.complete(conversation(0)))
+    assert [(c.id, c.name, c.args) for c in response.tool_calls] == [
+        ("call_1_1", "a", {"x": 1}),
+        ("call_1_2", "b", {}),
+    ]
+    with pytest.raises(ScriptError, match="exactly one of"):
+        parse_script([{"calls": [{"tool": "a"}], "text": "and an answer"}], "s.yaml")

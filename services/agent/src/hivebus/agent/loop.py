@@ -10,12 +10,18 @@
     the task budget cannot cover the next call      -> budget_exceeded
     the same tool call a third time in a row        -> loop_detected (warned at the second)
     no model of the chain can answer                -> failed
-Output validators run on whatever output leaves the run.
+    a person declined a model call's spend          -> budget_exceeded
+    resumed, and the task budget cannot cover going on
+                                                    -> budget_exceeded, every approval of the
+                                                       pause refused (`budget`)
+Output validators run on whatever output leaves the run. A step that needs a person does not
+end the run: it pauses it (`RunPaused`, raised to the service, which publishes the requests).
 
 The loop works on one `RunCheckpoint` (`self.state`), moving its phase: `model` before a model
-turn, `tools` while that turn's tool calls run (`toolturn.py`), `finished` once the service
-decided the terminal event (`decide`). It is saved after every step. Just over 300 lines, so
-that every way a run can end reads in one file.
+turn, `tools` while that turn's tool calls run (`toolturn.py`), `awaiting_approval` while it
+waits for people (`approvals.py`), `finished` once the service decided the terminal event
+(`decide`). It is saved after every step. About 370 lines, so that every way a run can end
+(or pause) reads in one file.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hivebus.agent.answers import parse_output, runtime_note
+from hivebus.agent.approvals import RunPaused, unresolved, waiting
 from hivebus.agent.checkpoint import CheckpointUnavailableError, RunFencedError
 from hivebus.agent.errors import AgentError
 from hivebus.agent.limits import LimitHit, check_limits, wrap_up
@@ -34,12 +41,21 @@ from hivebus.agent.modelcall import (
     WallClockExceededError,
     bounded_request,
 )
-from hivebus.agent.models.base import ModelResponse, TurnUsage
-from hivebus.agent.reporting import StepReporter, count_step
+from hivebus.agent.models.base import ModelRequest, ModelResponse, TurnUsage
+from hivebus.agent.reporting import StepReporter, count_step, report_refusal
+from hivebus.agent.resume import Refusal, refused
 from hivebus.agent.runcontext import RunContext, new_run, new_run_id
+from hivebus.agent.spend import SpendGate
 from hivebus.agent.toolturn import ToolTurn
 from hivebus.agent.validators import ValidationContext, run_validators
-from hivebus.contracts import Message, SubTaskAssigned, SubTaskFinished, SubTaskStatus, Usage
+from hivebus.contracts import (
+    Message,
+    RefusalCode,
+    SubTaskAssigned,
+    SubTaskFinished,
+    SubTaskStatus,
+    Usage,
+)
 from hivebus.contracts.runs import RunCheckpoint, RunPhase
 from hivebus.core import get_logger
 
@@ -48,6 +64,7 @@ __all__ = [
     "AgentLoop",
     "RunContext",
     "RunOutcome",
+    "RunPaused",
     "new_run",
     "new_run_id",
     "parse_output",
@@ -78,6 +95,7 @@ class AgentLoop:
         self.state = state
         self.limits = assignment.limits
         self.reporter = StepReporter(assignment, ctx.events, state.run_id)
+        self.spend = SpendGate(assignment, ctx, state, self._save)
         self._wall_before = state.wall_s  # time used before this worker took the run
         self._started = ctx.clock.monotonic()
 
@@ -119,11 +137,15 @@ class AgentLoop:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
-        """Loop until an answer, a limit or an error; never raises, always one outcome."""
+        """Loop until an answer, a limit or an error: always one outcome, unless it pauses.
+
+        Raises:
+            RunPaused: a step waits for people; the pause is checkpointed.
+        """
         try:
             outcome = await self._loop()
-        except (RunFencedError, CheckpointUnavailableError):
-            raise  # not the run's outcome: the worker lost the run, or the bus is down
+        except (RunFencedError, CheckpointUnavailableError, RunPaused):
+            raise  # not the run's outcome: it lost the run, the bus is down, or it waits
         except AgentError as exc:
             outcome = self._finish(SubTaskStatus.FAILED, str(exc), self.state.last_text)
         except Exception as exc:  # a bug in an adapter or a tool must still end the run
@@ -153,7 +175,9 @@ class AgentLoop:
                 return self._finish(
                     SubTaskStatus.CANCELLED, "the task was cancelled", self.state.last_text
                 )
-            if self.state.phase is RunPhase.TOOLS:  # resumed in the middle of a turn's calls
+            if self.state.phase is RunPhase.AWAITING_APPROVAL:  # resumed with decisions
+                outcome = await self._resume()
+            elif self.state.phase is RunPhase.TOOLS:  # resumed in the middle of a turn's calls
                 outcome = await self._tool_turn()
             else:
                 outcome = await self._model_turn()
@@ -192,6 +216,7 @@ class AgentLoop:
                 Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
             )
             self.state.pending_calls = list(response.tool_calls)
+            self.state.turn_step = self.state.usage.steps
             self.state.outcomes = []
             self.state.pending_warning = None
             self.state.phase = RunPhase.TOOLS
@@ -202,11 +227,13 @@ class AgentLoop:
             await self._save()  # a correction was asked for
         return outcome
 
-    async def _tool_turn(self) -> RunOutcome | None:
-        turn = ToolTurn(
+    def _turn(self) -> ToolTurn:
+        return ToolTurn(
             self.assignment, self.ctx, self.state, self.reporter, wall=self._wall, save=self._save
         )
-        stop = await turn.run()
+
+    async def _tool_turn(self) -> RunOutcome | None:
+        stop = await self._turn().run()
         if stop is None:
             return None
         if stop.hit is None:
@@ -214,6 +241,34 @@ class AgentLoop:
         if stop.hit.limit == "max_tool_calls":
             return await self._last_turn(stop.hit)
         return self._over(stop.hit)
+
+    async def _resume(self) -> RunOutcome | None:
+        """Go on after a pause once every approval of it is resolved, if the budget can cover it.
+
+        Raises:
+            RunPaused: an approval of the pause has no resolution yet.
+        """
+        still = unresolved(self.state)
+        if still:
+            raise RunPaused(still)
+        try:
+            why = await self.spend.uncovered(self._request(with_tools=True))
+        except TokenLimitAheadError:
+            why = None  # the run's own token limit ends it at its next model step
+        if why is not None:
+            for approval in waiting(self.state):
+                approval.applied = True
+                await report_refusal(
+                    self.ctx.events, refused(approval, Refusal(RefusalCode.BUDGET, why))
+                )
+            if self.state.pending_calls:
+                self._turn().close_not_run(f"not run: {why}")
+            return self._finish(
+                SubTaskStatus.BUDGET_EXCEEDED, why, self.state.last_text, "task_budget"
+            )
+        self.state.phase = RunPhase.TOOLS if self.state.pending_calls else RunPhase.MODEL
+        await self._save()
+        return None
 
     def _warn_near_limits(self) -> None:
         fresh, note = wrap_up(self.limits, self.state.usage, self._wall(), self.state.soft_warned)
@@ -262,14 +317,19 @@ class AgentLoop:
 
     # -- the model step ------------------------------------------------------------------
 
-    async def _model_step(self, *, with_tools: bool) -> ModelResponse:
-        request = bounded_request(
+    def _request(self, *, with_tools: bool) -> ModelRequest:
+        return bounded_request(
             self.ctx.system,
             self.state.messages,
             self.ctx.tools.toolbox.specs() if with_tools else [],
             room=self.limits.max_tokens - self.state.usage.tokens,
             model=self.ctx.caller.models[0],
         )
+
+    async def _model_step(self, *, with_tools: bool) -> ModelResponse:
+        request = self._request(with_tools=with_tools)
+        if with_tools:  # the last turn, at a limit, is not worth a person's time
+            await self.spend.check(request)
         step = ModelStep()
         response: ModelResponse | None = None
         error: str | None = None

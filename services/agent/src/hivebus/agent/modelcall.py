@@ -120,6 +120,32 @@ class BudgetGate:
     holder: str | None = None
     """Who reserves: one sub-task attempt, so a resumed run replaces its dead call's hold."""
 
+    async def read(self) -> LedgerState:
+        """The task's ledger as it is now (an empty one before any call reserved).
+
+        Raises:
+            CheckpointUnavailableError: the ledger cannot be reached (retry the delivery).
+        """
+        try:
+            state, _ = await self.ledger.store.update(self.task_id, _leave)
+        except Exception as exc:  # the bus, not the run: retry the delivery later
+            raise CheckpointUnavailableError(f"task budget ledger unreachable: {exc!r}") from exc
+        return state or LedgerState(
+            max_tokens=self.budget.max_tokens, max_cost_usd=self.budget.max_cost_usd
+        )
+
+
+def _leave(current: LedgerState | None) -> None:
+    """A ledger change that changes nothing: the update only reads."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The most one model call can use: tokens, and their cost at the dearest model's price."""
+
+    tokens: int
+    cost_usd: float
+
 
 class ModelCaller:
     """Gets one answer from a role's model chain."""
@@ -143,6 +169,21 @@ class ModelCaller:
         self.sleep = sleep
         self.budget = budget
         self.events = events
+
+    def estimate(self, request: ModelRequest) -> Estimate:
+        """What `request` can use at most, whichever model of the chain answers it.
+
+        The bound each model reserves before it is called (`usage_bound`), priced as `_try`
+        prices it: the largest over the chain.
+        """
+        tokens, cost = 0, 0.0
+        for model in self.models:
+            bound = model.usage_bound(request)
+            tokens = max(tokens, bound.input_tokens + bound.output_tokens)
+            cost = max(
+                cost, self.price_for(model.route).cost(bound.input_tokens, bound.output_tokens)
+            )
+        return Estimate(tokens, cost)
 
     async def call(
         self, request: ModelRequest, time_left: Callable[[], float], step: ModelStep

@@ -1,8 +1,10 @@
 """What a run reports while it works: one `StepRecorded` per step, and how a step is counted.
 
 Step records have secrets scrubbed; a report that cannot be delivered is logged and never
-ends the run. (Breaker changes and the budget warning are published where they happen: by
-the breaker registry's listener and by the model caller.)
+ends the run. The same holds for an approval refused at resume (`ApprovalRefused`): the step
+it refused is recorded too, so what happened stays visible in the run's steps. (Breaker
+changes and the budget warning are published where they happen: by the breaker registry's
+listener and by the model caller.)
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from hivebus.agent.validators.secrets import redact_secrets
-from hivebus.contracts import RetryRecord, StepRecorded, SubTaskAssigned, Usage
+from hivebus.contracts import ApprovalRefused, RetryRecord, StepRecorded, SubTaskAssigned, Usage
 from hivebus.core import EventSink, get_logger
 
 log = get_logger(__name__)
@@ -80,3 +82,12 @@ class StepReporter:
             await self.events.publish(event)
         except Exception as exc:  # noqa: BLE001 - a lost step event must not kill the run
             log.warning("step_event_lost", step=event.step, error=repr(exc))
+
+
+async def report_refusal(events: EventSink, refusal: ApprovalRefused) -> None:
+    """Publish an approval refused at resume; a refusal that cannot be published is logged."""
+    log.warning("approval_refused", approval_id=refusal.approval_id, code=refusal.code.value)
+    try:
+        await events.publish(refusal)
+    except Exception as exc:  # noqa: BLE001 - a lost report must not kill the run
+        log.warning("approval_refusal_lost", approval_id=refusal.approval_id, error=repr(exc))

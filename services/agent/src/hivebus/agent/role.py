@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from hivebus.agent.approvals import ApprovalPolicy
 from hivebus.agent.errors import AgentError
 from hivebus.agent.models import Model, ModelFactory
 from hivebus.agent.toolbox import Toolbox
@@ -27,7 +28,7 @@ def role_config(config: HivebusConfig, role: str) -> RoleConfig:
 
 
 class RoleRuntime:
-    """A role's tools, validators and model routes, ready to serve its sub-tasks."""
+    """A role's tools (with its tier policy), approval settings, validators and model routes."""
 
     def __init__(self, settings: Settings, config: HivebusConfig, role: str) -> None:
         """Check the role and load its tools and validators now."""
@@ -41,9 +42,12 @@ class RoleRuntime:
         self.toolbox = Toolbox.from_refs(
             self.role_config.tools,
             self.role_config.tiers,
+            approve_tiers=self.role_config.approve,
             max_abandoned_threads=settings.max_abandoned_tool_threads,
             concurrency=self.role_config.concurrency,
         )
+        self.approvals = ApprovalPolicy.of(self.role_config)
+        """Approval timeout, allowed decisions and spend thresholds (tiers: the toolbox)."""
         self.validators: list[OutputValidator] = [
             load_validator(ref) for ref in self.role_config.validators
         ]

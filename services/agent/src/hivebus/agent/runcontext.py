@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hivebus.agent.answers import build_prompt
+from hivebus.agent.approvals import ApprovalPolicy
 from hivebus.agent.modelcall import ModelCaller
 from hivebus.agent.toolstep import ToolRunner
 from hivebus.agent.validators import OutputValidator
@@ -35,6 +36,8 @@ class RunContext:
     """Called with the run's state after every step (may raise `RunFencedError`)."""
     cancelled: Callable[[], Awaitable[bool]] | None = None
     """Asked at every step boundary: True stops the run `cancelled`."""
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """The role's approval settings (which tiers need approval is the toolbox's policy)."""
 
 
 def new_run_id() -> str:

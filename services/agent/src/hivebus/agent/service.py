@@ -8,6 +8,13 @@ with delay when the bus or a checkpoint is unreachable (retryable); term and dea
 an error that no retry can fix; nothing at all when the run was fenced (`RunFencedError`:
 another worker holds it and settles its own delivery).
 
+Approvals: a run that pauses for people (`RunPaused`, checkpointed `awaiting_approval`)
+publishes every `ApprovalRequested` of the pause and returns without a terminal event: the
+message is acked and no worker waits. A dispatch that resumes it carries the resolutions
+(`SubTaskAssigned.resume`); they join the checkpoint's approvals and, once none of the pause is
+left without one, the run goes on (`SubTaskStarted` again, then the loop). A delivery that
+finds the run paused with requests still unanswered publishes them again and is acked.
+
 Large contents: dependency outputs passed by reference are read from the `artifacts` store
 for the first prompt; a terminal event too large for the bus travels by reference (the
 publisher does that), and one that cannot be stored at all is published `failed` instead,
@@ -30,6 +37,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from hivebus.agent.answers import inline_outputs
+from hivebus.agent.approvals import RunPaused, attach
 from hivebus.agent.breakers import BreakerEvents, serving
 from hivebus.agent.checkpoint import (
     CheckpointStore,
@@ -139,15 +147,18 @@ class AgentService:
         return True
 
     async def work(self, assignment: SubTaskAssigned, msg: NatsMessage) -> None:
-        """Run the assignment with heartbeats and publish its terminal event."""
+        """Run the assignment with heartbeats; publish its terminal event, or its requests."""
         try:
             async with heartbeat(msg, self.settings.heartbeat_s):
                 try:
-                    finished = await self.execute(assignment)
+                    ended = await self.execute(assignment)
                 except PayloadTooLargeError as exc:  # the run's own state cannot be kept
                     log.exception("checkpoint_unstorable")
-                    finished = self._unstorable(assignment, exc)
-                await self._publish_finished(finished)
+                    ended = self._unstorable(assignment, exc)
+                if isinstance(ended, RunPaused):
+                    await self._publish_requests(ended)
+                else:
+                    await self._publish_finished(ended)
         except RunFencedError:
             log.warning("run_fenced", delivery=msg.raw_message.metadata.num_delivered)
             raise  # the Settler leaves the message to the worker that holds the run now
@@ -186,8 +197,17 @@ class AgentService:
         log.error("terminal_event_unstorable", status=finished.status.value, error=str(error))
         await self.bus.publisher.publish(unpublishable(finished, error))
 
-    async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished:
-        """Run (or resume) one assignment to its terminal event, checkpointing every step.
+    async def _publish_requests(self, paused: RunPaused) -> None:
+        """Publish every request the paused run waits for (each id is one message on EVENTS)."""
+        log.info("run_paused", approvals=[r.approval_id for r in paused.requests])
+        for request in paused.requests:
+            await self.bus.publisher.publish(request)
+
+    async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished | RunPaused:
+        """Run (or resume) one assignment to its terminal event, or to a pause for people.
+
+        A run found paused takes the assignment's resolutions; while any approval of the pause
+        is left without one, it stays paused (its requests are returned to publish again).
 
         Raises:
             RunFencedError: another worker took the run over; report nothing.
@@ -198,13 +218,23 @@ class AgentService:
                 assignment.task_id, assignment.subtask_id, assignment.attempt
             )
             handle = await self.bus.checkpoints.open(key)
-            if handle.state is not None and handle.state.finished is not None:
-                return handle.state.finished  # decided before a crash: publish it again
+            state = handle.state
+            if state is not None and state.finished is not None:
+                return state.finished  # decided before a crash: publish it again
+            if state is not None and state.phase is RunPhase.AWAITING_APPROVAL:
+                still = attach(state, assignment.resume)
+                if still:  # nothing to resume yet: ask again, and ack
+                    bind_ids(
+                        task_id=assignment.task_id,
+                        subtask_id=assignment.subtask_id,
+                        run_id=state.run_id,
+                    )
+                    return RunPaused(still)
             return await self._run(assignment, handle)
 
     async def _run(
         self, assignment: SubTaskAssigned, handle: RunCheckpointHandle
-    ) -> SubTaskFinished:
+    ) -> SubTaskFinished | RunPaused:
         state = handle.state or new_run(await self._with_dependencies(assignment))
         bind_ids(task_id=assignment.task_id, subtask_id=assignment.subtask_id, run_id=state.run_id)
         if handle.state is not None:
@@ -218,6 +248,7 @@ class AgentService:
                 run_id=state.run_id,
                 role=self.role,
                 model=" > ".join(self.runtime.chain(assignment)),
+                resumed=assignment.resume[-1].approval_id if assignment.resume else None,
             )
         )
         if not models:
@@ -230,7 +261,10 @@ class AgentService:
             await handle.save(state)
             return finished
         loop = AgentLoop(assignment, self._context(assignment, models, handle), state)
-        outcome = await loop.run()
+        try:
+            outcome = await loop.run()
+        except RunPaused as paused:
+            return paused
         log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
         finished = self._finished(assignment, state.run_id, outcome)
         await loop.decide(finished)
@@ -279,6 +313,7 @@ class AgentService:
             tool_clients={"knowledge": knowledge} if knowledge is not None else {},
             checkpoint=handle.save,
             cancelled=lambda: self._is_cancelled(assignment.task_id),
+            approvals=self.runtime.approvals,
         )
 
     def _finished(

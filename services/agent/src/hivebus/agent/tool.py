@@ -101,6 +101,7 @@ def _build_tool(
     name: str | None,
     *,
     needs_approval: bool = False,
+    asks_human: bool = False,
 ) -> Tool:
     tool_name = name or getattr(func, "__name__", None)
     if not isinstance(tool_name, str) or not tool_name.isidentifier():
@@ -131,6 +132,7 @@ def _build_tool(
         func=func,
         context_param=context_param,
         needs_approval=needs_approval,
+        asks_human=asks_human,
     )
 
 
@@ -140,10 +142,14 @@ def tool(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     name: str | None = None,
     needs_approval: bool = False,
+    asks_human: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Without a tier it counts as `destructive`, the most guarded tier.
 
-    `needs_approval=True` makes every call wait for a person's approval, whatever the tier.
+    `needs_approval=True` makes every call wait for a person's approval, even of a tier the
+    role uses freely (a tier it may not use at all stays denied). `asks_human=True` makes the
+    call a question: the run pauses, and a person's answer is the call's result (the function
+    itself is not called).
 
     Example:
         @tool(tier="read", timeout_s=5.0)
@@ -153,7 +159,9 @@ def tool(
     """
 
     def decorate(func: Callable[..., Any]) -> Tool:
-        return _build_tool(func, tier, timeout_s, name, needs_approval=needs_approval)
+        return _build_tool(
+            func, tier, timeout_s, name, needs_approval=needs_approval, asks_human=asks_human
+        )
 
     return decorate
 

@@ -1,6 +1,8 @@
 """A role's tools: loaded from `module:function` names, called with validation, tier and timeout.
 
-Tool code may raise anything; `Toolbox.call` always returns a `ToolResult`.
+Tool code may raise anything; `Toolbox.call` always returns a `ToolResult`. A call the tier
+policy says must be approved runs only when the caller says a person approved it
+(`approved=True`: the tool turn, after the run's pause); otherwise it is `denied`.
 
 Synchronous tools run on the toolbox's own bounded thread pool. A thread cannot be stopped,
 so a sync tool that outlives its timeout keeps its thread until it returns by itself: it is
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from hivebus.agent.errors import ToolDefinitionError, ToolFailure
@@ -44,13 +46,14 @@ def load_tool(ref: str) -> Tool:
 
 
 class Toolbox:
-    """The tools of one role, and the tiers it may use."""
+    """The tools of one role, and the tiers it may use (freely, or with a person's approval)."""
 
     def __init__(
         self,
         tools: Iterable[Tool],
         allowed_tiers: Iterable[Tier],
         *,
+        approve_tiers: Iterable[Tier] = (),
         max_abandoned_threads: int = DEFAULT_MAX_ABANDONED_THREADS,
         concurrency: int = 1,
     ) -> None:
@@ -64,7 +67,7 @@ class Toolbox:
             if item.name in self.tools:
                 raise ToolDefinitionError(f"two tools are named {item.name!r}")
             self.tools[item.name] = item
-        self.tiers = TierPolicy.of(allowed_tiers)
+        self.tiers = TierPolicy.of(allowed_tiers, approve_tiers)
         self.max_abandoned_threads = max_abandoned_threads
         self._threads = ThreadPoolExecutor(
             max_workers=max_abandoned_threads + concurrency, thread_name_prefix="hivebus-tool"
@@ -78,6 +81,7 @@ class Toolbox:
         refs: Iterable[str],
         allowed_tiers: Iterable[Tier],
         *,
+        approve_tiers: Iterable[Tier] = (),
         max_abandoned_threads: int = DEFAULT_MAX_ABANDONED_THREADS,
         concurrency: int = 1,
     ) -> Toolbox:
@@ -85,6 +89,7 @@ class Toolbox:
         return cls(
             (load_tool(ref) for ref in refs),
             allowed_tiers,
+            approve_tiers=approve_tiers,
             max_abandoned_threads=max_abandoned_threads,
             concurrency=concurrency,
         )
@@ -98,10 +103,54 @@ class Toolbox:
         """The tools, in a stable order, for the model's tool list."""
         return [self.tools[name] for name in sorted(self.tools)]
 
+    def decide(self, name: str) -> TierDecision | None:
+        """What the tier policy says about a call of `name` (None: there is no such tool)."""
+        found = self.tools.get(name)
+        if found is None:
+            return None
+        return self.tiers.decide(
+            found.tier, needs_approval=found.needs_approval, asks_human=found.asks_human
+        )
+
+    def invalid(self, name: str, args: Any) -> ToolResult | None:
+        """The `invalid_arguments` result `args` would get from `name`, or None if they fit."""
+        found = self.tools.get(name)
+        if found is None:
+            return None
+        parsed = self._parse(found, args)
+        return parsed if isinstance(parsed, ToolResult) else None
+
+    @staticmethod
+    def _parse(found: Tool, args: Any) -> BaseModel | ToolResult:
+        if not isinstance(args, dict):
+            return ToolResult.failure(
+                ToolErrorKind.INVALID_ARGUMENTS,
+                f"arguments for {found.name!r} must be a JSON object, not {type(args).__name__}",
+                "pass the arguments as an object matching the tool's input schema",
+            )
+        try:
+            return found.args_model.model_validate(args)
+        except ValidationError as exc:
+            return ToolResult.failure(
+                ToolErrorKind.INVALID_ARGUMENTS,
+                f"invalid arguments for {found.name!r}: "
+                + "; ".join(describe_validation_error(exc, "arguments")),
+                "fix the arguments to match the tool's input schema and call it again",
+            )
+
     async def call(
-        self, name: str, args: Any, context: ToolContext, timeout_s: float | None = None
+        self,
+        name: str,
+        args: Any,
+        context: ToolContext,
+        timeout_s: float | None = None,
+        *,
+        approved: bool = False,
     ) -> ToolResult:
-        """Run one tool call and return its structured result; never raises for tool faults."""
+        """Run one tool call and return its structured result; never raises for tool faults.
+
+        `approved` says a person approved this call; a call that needs approval runs only then.
+        """
         found = self.tools.get(name)
         if found is None:
             return ToolResult.failure(
@@ -109,23 +158,14 @@ class Toolbox:
                 f"there is no tool named {name!r}",
                 f"use one of: {', '.join(sorted(self.tools)) or '(no tools)'}",
             )
-        if self.tiers.decide(found.tier) is TierDecision.DENY:
+        decision = self.decide(name)
+        if decision is TierDecision.DENY:
             return self.tiers.denied(name, found.tier)
-        if not isinstance(args, dict):
-            return ToolResult.failure(
-                ToolErrorKind.INVALID_ARGUMENTS,
-                f"arguments for {name!r} must be a JSON object, not {type(args).__name__}",
-                "pass the arguments as an object matching the tool's input schema",
-            )
-        try:
-            parsed = found.args_model.model_validate(args)
-        except ValidationError as exc:
-            return ToolResult.failure(
-                ToolErrorKind.INVALID_ARGUMENTS,
-                f"invalid arguments for {name!r}: "
-                + "; ".join(describe_validation_error(exc, "arguments")),
-                "fix the arguments to match the tool's input schema and call it again",
-            )
+        parsed = self._parse(found, args)
+        if isinstance(parsed, ToolResult):
+            return parsed
+        if decision is TierDecision.APPROVE and not approved:
+            return self.tiers.unapproved(name)
         kwargs = dict(parsed)
         if found.context_param is not None:
             kwargs[found.context_param] = context

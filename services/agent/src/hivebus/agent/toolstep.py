@@ -67,9 +67,18 @@ class ToolRunner:
         self.sleep = sleep
 
     async def call(
-        self, name: str, args: Any, context: ToolContext, time_left: Callable[[], float]
+        self,
+        name: str,
+        args: Any,
+        context: ToolContext,
+        time_left: Callable[[], float],
+        *,
+        approved: bool = False,
     ) -> ToolStep:
-        """Call a tool; transient failures are retried, a tool whose breaker is open is not."""
+        """Call a tool; transient failures are retried, a tool whose breaker is open is not.
+
+        `approved`: a person approved this call (see `Toolbox.call`).
+        """
         found = self.toolbox.tools.get(name)
         # A timeout caused by the run running out of time says nothing about the tool's health.
         cut_by_run = found is not None and time_left() < found.timeout_s
@@ -88,7 +97,9 @@ class ToolRunner:
                 return step
 
         async def once() -> ToolResult:
-            result = await self.toolbox.call(name, args, context, max(time_left(), 0.001))
+            result = await self.toolbox.call(
+                name, args, context, max(time_left(), 0.001), approved=approved
+            )
             if result.error is not None and result.error.kind == ToolErrorKind.TRANSIENT:
                 raise _TransientError(result)
             return result

@@ -3,6 +3,8 @@
 Entries:
     {text: ...}                    a final answer
     {tool: NAME, args: {...}}      a tool call
+    {calls: [{tool: NAME, args: {...}}, ...]}
+                                   several tool calls in one answer (ids call_<turn>_<n>)
     {error: KIND}                  the call fails: rate_limit (429), overloaded (529),
                                    server_error (500), timeout, connection (all retryable),
                                    or bad_request (400, not retryable); `retry_after_s` optional
@@ -49,14 +51,24 @@ _ERRORS: dict[str, tuple[str, bool]] = {
 }
 
 
+class ScriptCall(BaseModel):
+    """One tool call of an answer that makes several."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str = Field(min_length=1)
+    args: Any = Field(default_factory=dict)
+
+
 class ScriptTurn(BaseModel):
-    """One scripted entry: an answer, a tool call, or an error."""
+    """One scripted entry: an answer, a tool call (or several), or an error."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str | None = None
     tool: str | None = None
     args: Any = Field(default_factory=dict)
+    calls: list[ScriptCall] | None = Field(default=None, min_length=1)
     error: ErrorKind | None = None
     retry_after_s: float | None = Field(default=None, ge=0)
     usage: TurnUsage | None = None
@@ -64,8 +76,8 @@ class ScriptTurn(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScriptTurn:
-        if sum(x is not None for x in (self.text, self.tool, self.error)) != 1:
-            msg = "each turn needs exactly one of `text`, `tool` or `error`"
+        if sum(x is not None for x in (self.text, self.tool, self.calls, self.error)) != 1:
+            msg = "each turn needs exactly one of `text`, `tool`, `calls` or `error`"
             raise ValueError(msg)
         return self
 
@@ -157,9 +169,12 @@ class ScriptedModel:
             return TurnUsage()
         if turn.usage is not None:
             return turn.usage
-        out_chars = (
-            len(turn.text) if turn.text is not None else len(str(turn.tool)) + len(str(turn.args))
-        )
+        if turn.text is not None:
+            out_chars = len(turn.text)
+        elif turn.calls is not None:
+            out_chars = sum(len(c.tool) + len(str(c.args)) for c in turn.calls)
+        else:
+            out_chars = len(str(turn.tool)) + len(str(turn.args))
         return TurnUsage(
             input_tokens=_estimate(request), output_tokens=out_chars // CHARS_PER_TOKEN + 1
         )
@@ -182,6 +197,13 @@ class ScriptedModel:
         if turn.tool is not None:
             response = ModelResponse(
                 tool_calls=[ToolCall(id=f"call_{position + 1}", name=turn.tool, args=turn.args)]
+            )
+        elif turn.calls is not None:
+            response = ModelResponse(
+                tool_calls=[
+                    ToolCall(id=f"call_{position + 1}_{n}", name=c.tool, args=c.args)
+                    for n, c in enumerate(turn.calls, start=1)
+                ]
             )
         else:
             response = ModelResponse(text=turn.text)
