@@ -90,6 +90,10 @@ class SubTaskStarted(Event):
     run_id: str
     role: RoleName
     model: str = Field(description="The model route the run uses.")
+    resumed: str | None = Field(
+        default=None,
+        description="A run going on after approvals: the last approval its dispatch carries.",
+    )
 
 
 class RetryRecord(BaseModel):

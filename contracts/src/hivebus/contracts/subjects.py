@@ -351,7 +351,8 @@ def _event_id(event: Event) -> str:  # noqa: PLR0911, C901 - one return per kind
     """The `Nats-Msg-Id` of an event on EVENTS: what makes its repeats one message."""
     task = event.task_id
     if isinstance(event, SubTaskStarted):
-        return msg_id(task, event.subtask_id, event.attempt, f"started-{event.run_id}")
+        resumed = f"-{event.resumed}" if event.resumed else ""
+        return msg_id(task, event.subtask_id, event.attempt, f"started-{event.run_id}{resumed}")
     if isinstance(event, StepRecorded):
         return msg_id(task, event.subtask_id, event.attempt, f"step-{event.run_id}-{event.step}")
     if isinstance(event, SubTaskFinished):
