@@ -1,7 +1,8 @@
 """The `hivebus` command line: every command, registered on one Typer app.
 
 Commands that run services here live in `local`, commands that talk to a running hivebus in
-`remote`, the DLQ and knowledge-store groups in `dlq` and `kb`.
+`remote`, the approval commands in `approval_commands`, the DLQ and knowledge-store groups in
+`dlq` and `kb`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Annotated
 import typer
 
 from hivebus.agent.startup import build_agent_broker
+from hivebus.console import approval_commands, local, remote
 from hivebus.console import demo as demo_assets
-from hivebus.console import local, remote
 from hivebus.console.dlq import dlq_app
 from hivebus.console.kb import kb_app
 from hivebus.console.local import Service
@@ -38,6 +39,11 @@ app.command()(remote.submit)
 app.command()(remote.watch)
 app.command()(remote.status)
 app.command()(remote.cancel)
+app.command()(approval_commands.approvals)
+app.command()(approval_commands.approve)
+app.command()(approval_commands.reject)
+app.command()(approval_commands.modify)
+app.command()(approval_commands.answer)
 
 
 @app.command()

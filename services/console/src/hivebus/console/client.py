@@ -1,4 +1,8 @@
-"""A client of a running hivebus: submit a task, follow its events, read its state."""
+"""A client of a running hivebus: submit a task, follow its events, read its state, decide.
+
+Approvals: `approvals` lists the pending ones (see `pending` for how, at scale), `decide`
+sends a person's decision and, asked to, waits for what became of it (see `deciding`).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,22 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
+from hivebus.console.deciding import Outcome, OutcomeStatus, OutcomeWatch, not_found
+from hivebus.console.pending import (
+    DEFAULT_LIMIT,
+    DEFAULT_SINCE_S,
+    PendingApprovals,
+    find_request,
+    pending_in_task,
+    pending_recent,
+)
 from hivebus.contracts import (
     EVENTS_BY_KIND,
+    ApprovalDecided,
+    ApprovalRequested,
     CancelRequested,
     DeadLetter,
+    Decision,
     RunCheckpoint,
     RunPhase,
     SubTaskAssigned,
@@ -162,6 +178,78 @@ class HiveClient:
     async def cancel(self, task_id: str, reason: str) -> None:
         """Ask the orchestrator to cancel a task (runs stop at their next step boundary)."""
         await self.publisher.publish(CancelRequested(task_id=task_id, reason=reason))
+
+    async def approvals(
+        self,
+        task_id: str | None = None,
+        *,
+        since_s: float = DEFAULT_SINCE_S,
+        limit: int = DEFAULT_LIMIT,
+    ) -> PendingApprovals:
+        """The pending approvals, oldest first: of one task, or of every task asked lately.
+
+        One task: its approval records in KV. Every task: the approval events of the last
+        `since_s` seconds (at most `limit`), each confirmed by its record (`pending`).
+        """
+        js = await jetstream(self.broker)
+        if task_id is not None:
+            return PendingApprovals(await pending_in_task(js, task_id))
+        return await pending_recent(js, since_s=since_s, limit=limit)
+
+    async def find_approval(
+        self, approval_id: str, task_id: str | None = None, *, since_s: float = DEFAULT_SINCE_S
+    ) -> ApprovalRequested | None:
+        """The request of `approval_id` (any status), in `task_id` or asked in `since_s`."""
+        return await find_request(
+            await jetstream(self.broker), approval_id, task_id, since_s=since_s
+        )
+
+    async def decide(
+        self,
+        approval_id: str,
+        decision: Decision,
+        by: str,
+        reason: str = "",
+        *,
+        arguments: dict[str, Any] | None = None,
+        answer: str | None = None,
+        task_id: str | None = None,
+        wait_s: float | None = None,
+        since_s: float = DEFAULT_SINCE_S,
+    ) -> Outcome:
+        """Publish a person's `ApprovalDecided` on CONTROL; with `wait_s`, wait for its outcome.
+
+        The task is `task_id`, or the one that asked for `approval_id` (found among the
+        requests of the last `since_s` seconds); an id nobody asked for there is refused
+        here (`unknown`) and nothing is sent. Without `wait_s` the outcome is `sent`.
+
+        Raises:
+            pydantic.ValidationError: a field the contract refuses (an empty `by`, say).
+        """
+        if task_id is None:
+            request = await self.find_approval(approval_id, since_s=since_s)
+            if request is None:
+                return not_found(
+                    approval_id,
+                    f"no approval {approval_id} was asked for in the last {since_s / 3600:g}h; "
+                    "check the id with `hivebus approvals`, or name its task with --task",
+                )
+            task_id = request.task_id
+        decided = ApprovalDecided(
+            task_id=task_id,
+            approval_id=approval_id,
+            decision=decision,
+            by=by,
+            reason=reason,
+            arguments=arguments,
+            answer=answer,
+        )
+        if not wait_s:
+            await self.publisher.publish(decided)
+            return Outcome(OutcomeStatus.SENT, approval_id, decided=decided)
+        async with OutcomeWatch(await jetstream(self.broker), task_id) as watch:
+            await self.publisher.publish(decided)
+            return await watch.wait(decided, wait_s)
 
     async def dead_letters(self, limit: int = 1000) -> list[tuple[int, DeadLetter]]:
         """Dead letters by stream sequence, oldest first (at most `limit`)."""

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
+from rich.console import Console
 
 from hivebus.agent.startup import start_agent
 from hivebus.console import demo as demo_assets
+from hivebus.console.approval_commands import ApproverOption, approver_or_exit
 from hivebus.console.client import HiveClient
+from hivebus.console.demo_approval import DemoAnswer, DemoApprover, outbox_lines
 from hivebus.console.options import (
     EXIT_USAGE,
     ConfigOption,
@@ -41,6 +47,11 @@ class Scenario(StrEnum):
 
     HAPPY = "happy"
     FAILURE = "failure"
+    APPROVAL = "approval"
+
+
+SCENARIO_CONFIGS: dict[Scenario, str] = {Scenario.APPROVAL: "hivebus-approval.yaml"}
+"""A scenario's own configuration in the demo folder; the others use `hivebus.yaml`."""
 
 
 class Service(StrEnum):
@@ -51,6 +62,20 @@ class Service(StrEnum):
     KNOWLEDGE = "knowledge"
 
 
+Decider = Callable[[HiveClient], Callable[[BaseModel], Awaitable[None]]]
+"""Given the client, what sees every event of the task (the approval demo's person)."""
+
+
+def _demo_person(console: Console, answer: DemoAnswer | None, by: str) -> Decider:
+    """The approval demo's person: asks on a terminal unless told (`--approve`)."""
+    interactive = answer is None and sys.stdin.isatty()
+
+    def person(client: HiveClient) -> Callable[[BaseModel], Awaitable[None]]:
+        return DemoApprover(client, console, answer=answer, interactive=interactive, by=by).on_event
+
+    return person
+
+
 async def _run_local(
     body: dict[str, Any],
     *,
@@ -58,6 +83,7 @@ async def _run_local(
     config: HivebusConfig,
     data_dir: Path | None,
     timeout_s: float,
+    decider: Decider | None = None,
 ) -> TaskFinished | TaskRejected:
     console = stderr_console()
     async with (
@@ -66,7 +92,14 @@ async def _run_local(
     ):
         task_id = await client.submit(body)
         console.print(f"submitted task [bold]{task_id}[/] on {stack.url}")
-        return await follow_to_end(client, task_id, console, timeout_s)
+        return await follow_to_end(
+            client,
+            task_id,
+            console,
+            timeout_s,
+            nats_url=stack.url,
+            on_event=decider(client) if decider is not None else None,
+        )
 
 
 def run(  # noqa: PLR0917 - typer maps each parameter to an option
@@ -91,30 +124,51 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an option
     raise typer.Exit(report(result, json_out=json_out))
 
 
-def demo(
+def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     scenario: Annotated[
         Scenario,
-        typer.Option(help="happy: everything completes; failure: one researcher gets stuck."),
+        typer.Option(
+            help="happy: everything completes; failure: one researcher gets stuck; "
+            "approval: an email waits for a person's approval."
+        ),
     ] = Scenario.HAPPY,
+    approve: Annotated[
+        DemoAnswer | None,
+        typer.Option(
+            help="approval: decide without asking (default: ask on a terminal, else yes).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOption = False,
     model: Annotated[
         str, typer.Option(help="Claude model used when an API key is set.")
     ] = DEFAULT_DEMO_MODEL,
     data_dir: DataDirOption = None,
+    by: ApproverOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Three parallel research sub-tasks, a synthesis of them, a review of it.
+
+    With `--scenario approval`, an email that waits for a person instead:
+    y/n/m on a terminal, or as `--approve yes|no|modify` says.
+    `--data-dir` keeps the workspace (and its outbox) there too.
 
     Needs no API key: without ANTHROPIC_API_KEY every agent uses a scripted model.
     With a key, the agents use Claude (`--model`).
     """
     settings = settings_from_env(verbose=verbose)
     assets = Path(demo_assets.__file__).parent
-    cfg = config_or_exit(assets / "hivebus.yaml", settings)
+    cfg = config_or_exit(assets / SCENARIO_CONFIGS.get(scenario, "hivebus.yaml"), settings)
     body = plan_or_exit(assets / f"{scenario.value}.yaml")
     console = stderr_console()
+    decider = (
+        _demo_person(console, approve, approver_or_exit(by))
+        if scenario == Scenario.APPROVAL
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="hivebus-demo-") as tmp:
-        cfg = cfg.model_copy(update={"workspace": Path(tmp) / "workspace"})
+        workspace = (data_dir or Path(tmp)) / "workspace"
+        cfg = cfg.model_copy(update={"workspace": workspace})
         knowledge = Path(tmp) / "knowledge"
         if settings.knowledge_dir is None and data_dir is None:
             settings = settings.model_copy(update={"knowledge_dir": knowledge})
@@ -136,12 +190,22 @@ def demo(
                 "No ANTHROPIC_API_KEY: the agents use scripted models (no API calls, no cost)."
             )
         result = asyncio.run(
-            _run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=600.0)
+            _run_local(
+                body,
+                settings=settings,
+                config=cfg,
+                data_dir=data_dir,
+                timeout_s=600.0,
+                decider=decider,
+            )
         )
         history = GitRepo(knowledge).log(limit=20) if (knowledge / ".git").exists() else []
         console.print(f"the knowledge store's log ({knowledge}):")
         for entry in history:
             console.print(f"  {entry.commit[:8]}  {entry.author:24}  {entry.subject}")
+        if scenario == Scenario.APPROVAL:
+            for line in outbox_lines(workspace):
+                console.print(line, soft_wrap=True)
     raise typer.Exit(report(result, json_out=json_out))
 
 

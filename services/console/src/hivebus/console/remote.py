@@ -92,6 +92,11 @@ def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fal
             )
             for state in states:
                 out.print(f"  {state.id:24} {state.status.value:16} {state.reason}")
+                if state.pending_approvals:
+                    out.print(
+                        f"    waiting for {', '.join(state.pending_approvals)}: "
+                        f"`hivebus approvals --task {task_id}` shows how to answer"
+                    )
         return 0
 
     raise typer.Exit(asyncio.run(main()))

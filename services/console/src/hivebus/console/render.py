@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import typer
@@ -12,8 +12,17 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from hivebus.console.approval_view import (
+    refused_line,
+    request_lines,
+    resolved_line,
+    summary_lines,
+)
 from hivebus.console.client import HiveClient
 from hivebus.contracts import (
+    ApprovalRefused,
+    ApprovalRequested,
+    ApprovalResolved,
     BreakerChanged,
     BudgetWarning,
     NoteCommitted,
@@ -42,6 +51,12 @@ EXIT_ERROR = 1
 
 EXIT_REJECTED = 8
 """Exit code when the submission was refused (`TaskRejected`)."""
+
+EXIT_REFUSED = 9
+"""Exit code of `approve`, `reject`, `modify` and `answer` when the decision was refused."""
+
+EXIT_UNANSWERED = 10
+"""Exit code of a decision sent without an answer in time (it may still apply)."""
 
 _MARKS = {SubTaskStatus.COMPLETED: "[green]✔[/]", SubTaskStatus.BLOCKED: "[yellow]⊘[/]"}
 
@@ -108,6 +123,9 @@ _LINES: dict[type[BaseModel], Callable[[Any], str]] = {
     BreakerChanged: _breaker,
     TaskRejected: _rejected,
     TaskFinished: _task,
+    ApprovalRequested: request_lines,
+    ApprovalResolved: resolved_line,
+    ApprovalRefused: refused_line,
 }
 
 
@@ -147,14 +165,30 @@ def stderr_console() -> Console:
 
 
 async def follow_to_end(
-    client: HiveClient, task_id: str, console: Console, timeout_s: float | None
+    client: HiveClient,
+    task_id: str,
+    console: Console,
+    timeout_s: float | None,
+    *,
+    nats_url: str | None = None,
+    on_event: Callable[[BaseModel], Awaitable[None]] | None = None,
 ) -> TaskFinished | TaskRejected:
-    """Print progress lines until the task finishes or is rejected; return that event."""
+    """Print progress lines until the task finishes or is rejected; return that event.
+
+    An approval request is printed with the commands that answer it, prefixed with
+    `HIVEBUS_NATS_URL=<nats_url>` when given (a server this process started). `on_event`
+    sees every event after its line is printed (the demo answers approvals there).
+    """
+    prefix = f"HIVEBUS_NATS_URL={nats_url} " if nats_url else ""
     async with asyncio.timeout(timeout_s):
         async for _kind, event in client.follow(task_id):
-            line = progress_line(event)
-            if line:
+            if isinstance(event, ApprovalRequested):
+                # Not wrapped: the commands in it must stay whole, to be copied.
+                console.print(request_lines(event, prefix), soft_wrap=True)
+            elif line := progress_line(event):
                 console.print(line)
+            if on_event is not None:
+                await on_event(event)
             if isinstance(event, TaskFinished | TaskRejected):
                 return event
     raise TimeoutError(task_id)
@@ -166,6 +200,8 @@ def report(result: TaskFinished | TaskRejected, *, json_out: bool) -> int:
         typer.echo(result.model_dump_json())
     elif isinstance(result, TaskFinished):
         Console().print(summary_table(result))
+        for line in summary_lines(result):
+            Console(highlight=False).print(line)
         if result.output is not None:
             Console().print_json(json.dumps(result.output, default=str))
     if isinstance(result, TaskRejected):
