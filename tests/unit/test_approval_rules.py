@@ -533,6 +533,28 @@ async def test_an_early_decision_waits_for_its_request_then_wins(desk: Desk) -> 
     assert len(desk.resumes()) == 1
 
 
+async def test_a_decision_before_its_task_is_accepted_waits_too(
+    hive_config: HivebusConfig,
+) -> None:
+    """The submission and the decision come through different consumers, in either order.
+
+    A decision handled before its task is accepted waits like any early one (refusing it
+    then, while the request would later apply it from the log, would say both).
+    """
+    desk = Desk(hive_config)
+    req = desk.request()
+    decision = desk.send(req.approval_id)
+    with pytest.raises(DecisionBeforeRequestError):
+        await desk.redeliver(decision)
+    assert desk.refusals() == []
+    await desk.submit("send")
+    await desk.start()
+    await desk.ask(req)
+    assert [r.resume[0].decision_event_id for r in desk.resumes()] == [decision.event_id]
+    await desk.redeliver(decision)
+    assert desk.refusals() == []
+
+
 @pytest.mark.parametrize("redelivered", [(0, 1), (1, 0)], ids=["in-order", "reversed"])
 async def test_of_two_early_decisions_the_first_sent_wins(
     desk: Desk, redelivered: tuple[int, int]
@@ -588,12 +610,15 @@ async def test_an_early_decision_past_its_wait_or_deliveries_is_unknown(desk: De
 
 
 async def test_a_decision_for_a_task_that_does_not_run_does_not_wait(desk: Desk) -> None:
-    """No task, or a task that is over: a decision with no request is `unknown` at once."""
+    """A task that is over: `unknown` at once; no such task: `unknown` once past the wait."""
     await desk.scheduler.stop(TASK, TaskStatus.CANCELLED, "stop")
     ap = desk.request("call-9").approval_id
     gone = await desk.decide(ap)
     nobody = ApprovalDecided(task_id="nobody", approval_id=ap, decision=Decision.APPROVE, by="a")
-    await desk.pauses.decided(nobody, received_at=desk.clock.now())
+    with pytest.raises(DecisionBeforeRequestError):  # it may be about to be accepted
+        await desk.pauses.decided(nobody, received_at=desk.clock.now())
+    old = desk.clock.now() - timedelta(seconds=EARLY_WAIT_S + 1)
+    await desk.pauses.decided(nobody, received_at=old)
     assert desk.refusals() == [
         (gone.event_id, RefusalCode.UNKNOWN),
         (nobody.event_id, RefusalCode.UNKNOWN),

@@ -145,8 +145,8 @@ class Pauses:
 
         `received_at` is when the bus stored the decision (its own `ts` otherwise); a decision
         for an approval not requested yet waits for it (raising `DecisionBeforeRequestError`)
-        while the task runs, it is younger than the early wait, and this is not its
-        `last_delivery`; then it is refused `unknown`.
+        while the task runs (or is not accepted yet), it is younger than the early wait, and
+        this is not its `last_delivery`; then it is refused `unknown`.
 
         Raises:
             DecisionBeforeRequestError: retryable; the decision is delivered again.
@@ -157,10 +157,13 @@ class Pauses:
             await self.events.publish(approvals.refusal(event, RefusalCode.UNKNOWN, why))
             return
         record = await self.store.read_approval(task, ap)
-        running = _running(await self.store.read_meta(task))
+        meta = await self.store.read_meta(task)
+        running = _running(meta)
         now = self.clock.now()
         age_s = (now - (received_at or event.ts)).total_seconds()
-        can_wait = running and not last_delivery and age_s < self.early_wait_s
+        # A task not accepted yet may be about to be: its submission and this decision come
+        # through different consumers, in either order.
+        can_wait = (meta is None or running) and not last_delivery and age_s < self.early_wait_s
         verdict = approvals.judge(record, event, now=now, task_running=running, can_wait=can_wait)
         if verdict is None:
             raise DecisionBeforeRequestError(
