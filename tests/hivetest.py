@@ -11,7 +11,9 @@ other conftest.py files pytest has imported first.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import json
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -20,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 
+from hivebus.contracts import subjects
 from hivebus.core import HivebusConfig, Settings, jetstream, load_config, new_broker
 from hivebus.core.topology import provision
 
@@ -74,6 +79,44 @@ async def provision_bus(url: str, settings: Settings, roles: Sequence[str] = ())
         await provision(await jetstream(broker), settings, list(roles))
     finally:
         await broker.stop()
+
+
+class TaskEvents:
+    """Every event of one task as stored in EVENTS (an ordered consumer), with bounded waits."""
+
+    def __init__(self, wait_s: float = 30.0) -> None:
+        """Nothing read yet; `wait` gives up after `wait_s`."""
+        self.seen: list[dict[str, Any]] = []
+        self.wait_s = wait_s
+        self._changed = asyncio.Condition()
+
+    async def follow(self, js: JetStreamContext, task_id: str) -> None:
+        """Read every event of `task_id`, from the first one."""
+
+        async def on(msg: Any) -> None:
+            async with self._changed:
+                self.seen.append(json.loads(msg.data))
+                self._changed.notify_all()
+
+        await js.subscribe(
+            subjects.events_of(task_id),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            cb=on,
+        )
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """The events of one kind so far."""
+        return [e for e in self.seen if e["kind"] == kind]
+
+    async def wait(
+        self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _: True, count: int = 1
+    ) -> list[dict[str, Any]]:
+        """The first `count` events of `kind` matching `where`, waited for (bounded)."""
+        async with asyncio.timeout(self.wait_s), self._changed:
+            while len(found := [e for e in self.of(kind) if where(e)]) < count:
+                await self._changed.wait()
+        return found[:count]
 
 
 class FakeClock:

@@ -7,15 +7,12 @@ test submits a task, waits for the `ApprovalRequested` the run publishes when it
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hivetest import write_config
-from nats.js.api import DeliverPolicy
+from hivetest import TaskEvents, write_config
 
 from hivebus.console.client import HiveClient
 from hivebus.console.stack import LocalStack
@@ -30,7 +27,6 @@ from hivebus.contracts import (
     TaskFinished,
     TaskStatus,
     approval_id,
-    subjects,
 )
 from hivebus.core import HivebusConfig, Publisher, Settings, jetstream
 
@@ -42,44 +38,6 @@ WAIT_S = 30.0
 EMAIL = {"to": "customer@example.com", "subject": "Your refund", "body": "It is on its way."}
 SEND = "hivebus.agent.tools.email:send_email"
 ASK = "hivebus.agent.tools.human:ask_human"
-
-
-class EventLog:
-    """Every event of one task, as it is stored in EVENTS, with waits on what arrives."""
-
-    def __init__(self) -> None:
-        """Nothing read yet."""
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-
-    async def start(self, client: HiveClient, task_id: str) -> None:
-        """Follow the task's events from the first one (an ordered consumer)."""
-        js = await jetstream(client.broker)
-
-        async def on(msg: Any) -> None:
-            async with self._changed:
-                self.events.append(json.loads(msg.data))
-                self._changed.notify_all()
-
-        await js.subscribe(
-            subjects.events_of(task_id),
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            cb=on,
-        )
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        """The events of one kind so far."""
-        return [e for e in self.events if e["kind"] == kind]
-
-    async def wait(
-        self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _: True, count: int = 1
-    ) -> list[dict[str, Any]]:
-        """The first `count` events of `kind` matching `where`, waited for (bounded)."""
-        async with asyncio.timeout(WAIT_S), self._changed:
-            while len(found := [e for e in self.of(kind) if where(e)]) < count:
-                await self._changed.wait()
-        return found[:count]
 
 
 def _config(tmp_path: Path, turns: list[dict[str, Any]], **role: Any) -> HivebusConfig:
@@ -134,7 +92,7 @@ async def _decide(
     return decided.event_id
 
 
-async def _finish(client: HiveClient, log: EventLog) -> TaskFinished:
+async def _finish(client: HiveClient, log: TaskEvents) -> TaskFinished:
     found = await log.wait("task_finished")
     return await client.whole_result(TaskFinished.model_validate(found[0]))
 
@@ -145,8 +103,8 @@ async def test_approved_email_is_sent_once_and_the_task_completes(
     """Pause, approve, resume: the email is in the outbox once and the summary names alice."""
     config = _config(tmp_path, _send_then_answer())
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "ok-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "ok-1")
         await c.submit(_task("ok-1"))
         [request] = await log.wait("approval_requested")
         asked = ApprovalRequested.model_validate(request)
@@ -179,8 +137,8 @@ async def test_rejected_call_reaches_the_model_and_the_run_goes_on(
     """A rejection is the call's structured result: nothing is sent; the run still finishes."""
     config = _config(tmp_path, _send_then_answer("I could not send it"))
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "no-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "no-1")
         await c.submit(_task("no-1"))
         [request] = await log.wait("approval_requested")
         await _decide(c, "no-1", request["approval_id"], Decision.REJECT, reason="not now")
@@ -201,8 +159,8 @@ async def test_modify_runs_the_new_arguments_and_invalid_ones_are_refused(
     """Schema-invalid arguments are refused and change nothing; valid ones are what is sent."""
     config = _config(tmp_path, _send_then_answer())
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "mod-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "mod-1")
         await c.submit(_task("mod-1"))
         [request] = await log.wait("approval_requested")
         ap = request["approval_id"]
@@ -227,8 +185,8 @@ async def test_duplicate_late_and_unknown_decisions_are_refused(
     """The first decision wins; a second, a late one and one for no approval each say why."""
     config = _config(tmp_path, _send_then_answer())
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "dup-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "dup-1")
         await c.submit(_task("dup-1"))
         [request] = await log.wait("approval_requested")
         ap = request["approval_id"]
@@ -255,8 +213,8 @@ async def test_a_decision_sent_before_the_pause_is_not_lost(
     turns = [{"tool": "send_email", "args": EMAIL, "delay_s": 1.0}, {"text": "done"}]
     config = _config(tmp_path, turns)
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "early-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "early-1")
         await c.submit(_task("early-1"))
         await _decide(
             c, "early-1", approval_id("early-1", "send", 1, 1, "call_1"), Decision.APPROVE
@@ -273,8 +231,8 @@ async def test_two_waiting_sub_tasks_answered_in_the_opposite_order(
     """Each decision resolves its own approval only, whatever the order."""
     config = _config(tmp_path, _send_then_answer(), concurrency=1)
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "two-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "two-1")
         await c.submit(_task("two-1", ["first", "second"]))
         requests = await log.wait("approval_requested", count=2)
         by_subtask = {r["subtask_id"]: r["approval_id"] for r in requests}
@@ -298,8 +256,8 @@ async def test_two_calls_of_one_turn_are_asked_at_once_and_answered_each_by_id(
     ]
     config = _config(tmp_path, turns)
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "pair-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "pair-1")
         await c.submit(_task("pair-1"))
         requests = await log.wait("approval_requested", count=2)
         ids = {r["arguments"]["to"]: r["approval_id"] for r in requests}
@@ -325,8 +283,8 @@ async def test_the_worker_is_free_while_a_run_waits(tmp_path: Path, settings: Se
         {"id": "other", "role": "mailer", "prompt": "p", "model": "scripted:quick.yaml"}
     )
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "free-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "free-1")
         await c.submit(body)
         [request] = await log.wait("approval_requested")
         await log.wait("subtask_finished", lambda e: e["subtask_id"] == "other")
@@ -342,8 +300,8 @@ async def test_an_approval_nobody_answers_times_out_as_a_rejection(
     """After `approval_timeout_s` the approval resolves as `reject` by hivebus; the run goes on."""
     config = _config(tmp_path, _send_then_answer(), approval_timeout_s=2)
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "late-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "late-1")
         await c.submit(_task("late-1"))
         [request] = await log.wait("approval_requested")
         [resolved] = await log.wait("approval_resolved")
@@ -363,8 +321,8 @@ async def test_ask_human_gets_the_answer_as_its_result(tmp_path: Path, settings:
     turns = [{"tool": "ask_human", "args": {"question": "Which plan?"}}, {"text": "done"}]
     config = _config(tmp_path, turns)
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "ask-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "ask-1")
         await c.submit(_task("ask-1"))
         [request] = await log.wait("approval_requested")
         assert request["approval_kind"] == "question"
@@ -386,8 +344,8 @@ async def test_cancel_and_deadline_end_a_waiting_sub_task(
     config = _config(tmp_path, _send_then_answer(), limits={"max_wall_s": 3})
     budget = {"deadline_s": 3} if how == "deadline" else {}
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "stop-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "stop-1")
         await c.submit(_task("stop-1", **budget))
         [request] = await log.wait("approval_requested")
         if how == "cancel":
@@ -420,8 +378,8 @@ async def test_resume_without_budget_left_refuses_the_approved_call(
         {"id": "spend", "role": "mailer", "prompt": "p", "model": "scripted:spender.yaml"}
     )
     async with LocalStack(settings, config), HiveClient(settings.nats_url or "", settings) as c:
-        log = EventLog()
-        await log.start(c, "broke-1")
+        log = TaskEvents(WAIT_S)
+        await log.follow(await jetstream(c.broker), "broke-1")
         await c.submit(body)
         [request] = await log.wait("approval_requested")
         await log.wait("subtask_finished", lambda e: e["subtask_id"] == "spend")

@@ -9,16 +9,14 @@ the orchestrator published: `ApprovalResolved` / `ApprovalRefused` on EVENTS and
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hivetest import provision_bus, write_config
+from hivetest import TaskEvents, provision_bus, write_config
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from hivebus.contracts import (
     ApprovalDecided,
@@ -54,43 +52,6 @@ SCHEMA = {
     "properties": {"to": {"type": "string"}, "subject": {"type": "string"}},
     "required": ["to", "subject"],
 }
-
-
-class Events:
-    """A task's events as stored in EVENTS (an ordered consumer), with bounded waits."""
-
-    def __init__(self) -> None:
-        """Nothing read yet."""
-        self.seen: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-
-    async def follow(self, js: JetStreamContext, task_id: str) -> None:
-        """Read every event of `task_id` from the first one."""
-
-        async def on(msg: Any) -> None:
-            async with self._changed:
-                self.seen.append(json.loads(msg.data))
-                self._changed.notify_all()
-
-        await js.subscribe(
-            subjects.events_of(task_id),
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            cb=on,
-        )
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        """The events of one kind so far."""
-        return [e for e in self.seen if e["kind"] == kind]
-
-    async def wait(
-        self, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _: True, count: int = 1
-    ) -> list[dict[str, Any]]:
-        """The first `count` events of `kind` matching `where`, waited for."""
-        async with asyncio.timeout(WAIT_S), self._changed:
-            while len(found := [e for e in self.of(kind) if where(e)]) < count:
-                await self._changed.wait()
-        return found[:count]
 
 
 class Hand:
@@ -177,8 +138,8 @@ async def hand(tmp_path: Path, settings: Settings) -> AsyncIterator[Hand]:
         await orchestrator.stop()
 
 
-async def _submit(hand: Hand, task_id: str, sids: list[str]) -> Events:
-    events = Events()
+async def _submit(hand: Hand, task_id: str, sids: list[str]) -> TaskEvents:
+    events = TaskEvents(WAIT_S)
     await events.follow(hand.js, task_id)
     subtasks = [{"id": sid, "role": ROLE, "prompt": "reply"} for sid in sids]
     await hand.publisher.publish(
