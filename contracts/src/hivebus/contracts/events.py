@@ -29,6 +29,18 @@ class TaskSubmitted(Event):
     goal: str = Field(min_length=1, max_length=100_000, description="What the task must achieve.")
     plan: Plan | None = Field(default=None, description="An explicit plan; planned when absent.")
     budget: TaskBudget = Field(default_factory=TaskBudget, description="Bounds on the whole task.")
+    traceparent: str | None = Field(
+        default=None,
+        max_length=55,
+        description="W3C traceparent of the client's span the task's trace continues; the "
+        "orchestrator takes it from the submission's `traceparent` header.",
+    )
+    replay_of: str | None = Field(
+        default=None,
+        max_length=55,
+        description="A replay of a dead letter: the traceparent of the trace it replays, "
+        "which the task's workflow span links to.",
+    )
 
 
 class TaskRejected(Event):
@@ -152,6 +164,14 @@ class SubTaskFinished(Event):
     usage: Usage
     limit: str | None = Field(default=None, description="The limit reached, if one was.")
     flags: list[str] = Field(default_factory=list, description="Findings of the output validators.")
+    subtask_kind: str | None = Field(
+        default=None, description="The plan's `kind` of the sub-task (for `hivebus stats`)."
+    )
+    model: str | None = Field(
+        default=None,
+        description="The model route that gave the run's last answer (a fallback's when one "
+        "answered); None when no model answered.",
+    )
 
 
 class BudgetWarning(Event):

@@ -12,6 +12,10 @@ it and replays from it.
                     message was acked; a dispatch carrying the resolutions resumes it
     phase finished  the terminal event is decided and kept in `finished`; a redelivery
                     publishes it again instead of running anything
+
+`trace` is the run span (`invoke_agent`) of the delivery that holds the run, when tracing is
+on: the next delivery links its own run span to it, and records it first when `ended` says
+its worker stopped before the run did.
 """
 
 from __future__ import annotations
@@ -44,6 +48,24 @@ class PendingApproval(BaseModel):
     resolution: ApprovalResolved | None = None
     applied: bool = Field(
         default=False, description="The resolution was acted on (the call ran or was answered)."
+    )
+
+
+class RunTrace(BaseModel):
+    """The run span of one delivery of a run (W3C ids), for the delivery that resumes the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    traceparent: str = Field(description="The `traceparent` of the run span (`invoke_agent`).")
+    parent: str | None = Field(
+        default=None, description="The `traceparent` of its parent (the sub-task's span), if any."
+    )
+    start_ns: int = Field(ge=0, description="When the span started (epoch nanoseconds).")
+    ended: bool = Field(
+        default=False,
+        description="The span was ended (and exported) by its worker: saved with the run's "
+        "pause or its terminal event. False in a later delivery: the worker stopped first, so "
+        "that delivery records the span, ended then, before linking to it.",
     )
 
 
@@ -90,6 +112,15 @@ class RunCheckpoint(BaseModel):
     )
     finished: SubTaskFinished | None = Field(
         default=None, description="The terminal event, once decided (phase `finished`)."
+    )
+    model: str | None = Field(
+        default=None,
+        description="The model route that gave the latest answer (a fallback's when one "
+        "answered); None until a model answered.",
+    )
+    trace: RunTrace | None = Field(
+        default=None,
+        description="The run span of the delivery holding the run (None when tracing is off).",
     )
     stored_ref: str | None = Field(
         default=None,

@@ -103,3 +103,9 @@ class SubTaskState(BaseModel):
         default_factory=list,
         description="Resolutions of the current pause, handed to the run when it resumes.",
     )
+    dispatched_at: datetime | None = Field(
+        default=None, description="First dispatch (kept only while tracing): the span's start."
+    )
+    ended_at: datetime | None = Field(
+        default=None, description="When it reached its result (kept only while tracing)."
+    )
