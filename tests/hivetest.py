@@ -32,7 +32,7 @@ from hivebus.core.topology import provision
 REPO = Path(__file__).resolve().parent.parent
 HIVEBUS = REPO / ".venv" / "bin" / "hivebus"
 
-SCRUBBED_PREFIXES = ("ANTHROPIC_", "HIVEBUS_")
+SCRUBBED_PREFIXES = ("ANTHROPIC_", "HIVEBUS_", "OTEL_")
 """Environment variables no test may see: the developer's keys, endpoints and settings."""
 
 LOCAL_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})

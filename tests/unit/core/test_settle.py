@@ -43,6 +43,7 @@ class FakeMessage:
         self.raw_message = FakeRaw(subject)
         self.body = body
         self.message_id = "m1"
+        self.headers: dict[str, str] = {}
         self.settled: list[str] = []
         self.delay: float | None = None
 

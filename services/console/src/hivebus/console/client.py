@@ -42,7 +42,7 @@ from hivebus.contracts import (
     subjects,
 )
 from hivebus.contracts.subjects import DeadLetterKind
-from hivebus.core import Publisher, Settings, get_logger, jetstream, new_broker
+from hivebus.core import Publisher, Settings, get_logger, jetstream, new_broker, telemetry
 from hivebus.core import kv as kvcas
 from hivebus.core.artifacts import ArtifactNotFoundError, Artifacts
 from hivebus.core.yamlfile import load_yaml
@@ -97,17 +97,24 @@ class HiveClient:
         """Disconnect."""
         await self.broker.stop()
 
-    async def submit(self, body: dict[str, Any]) -> str:
+    async def submit(self, body: dict[str, Any], traceparent: str | None = None) -> str:
         """Publish a submission with `Nats-Msg-Id` = task id; returns the task id.
 
         The body goes as the client wrote it (the orchestrator validates it and answers bad
         input with a `TaskRejected`), so it is published raw, to the submission subject.
+        The task's trace continues `traceparent` (W3C) when given, else the caller's current
+        span when there is one; otherwise the orchestrator starts the task's own trace.
         """
         task_id = str(body["task_id"])
+        headers = {subjects.MSG_ID_HEADER: task_id}
+        if traceparent is not None:
+            headers[telemetry.TRACEPARENT] = traceparent
+        else:
+            telemetry.inject(headers)
         await self.broker.publish(
             body,
             subjects.SUBMIT,
-            headers={subjects.MSG_ID_HEADER: task_id},
+            headers=headers,
             stream=subjects.TASKS_STREAM,
             timeout=self.settings.publish_timeout_s,
         )
@@ -269,28 +276,39 @@ class HiveClient:
 
     async def dead_letter(self, seq: int) -> DeadLetter | None:
         """One dead letter by its stream sequence."""
+        found = await self._dead_letter(seq)
+        return found[0] if found is not None else None
+
+    async def _dead_letter(self, seq: int) -> tuple[DeadLetter, str | None] | None:
+        """A dead letter and the trace it was dead-lettered in (its `traceparent`)."""
         js = await jetstream(self.broker)
         try:
             raw = await js.get_msg(subjects.DLQ_STREAM, seq)
         except NotFoundError:
             return None
-        return DeadLetter.model_validate_json(raw.data or b"{}")
+        letter = DeadLetter.model_validate_json(raw.data or b"{}")
+        return letter, (raw.headers or {}).get(telemetry.TRACEPARENT)
 
     async def replay(self, seq: int, *, from_checkpoint: bool) -> str:
         """Submit a dead-lettered sub-task again, as a new task of that one sub-task.
 
         Its dependency outputs go along as they were; with `from_checkpoint` the new run
         starts from the dead run's last checkpoint instead of from scratch. A task that
-        was dead-lettered at its deadline is submitted again whole.
+        was dead-lettered at its deadline is submitted again whole. The new task's trace
+        links to the one the letter was dead-lettered in (`replay_of`).
         """
-        letter = await self.dead_letter(seq)
-        if letter is None:
+        found = await self._dead_letter(seq)
+        if found is None:
             raise ReplayError(f"no dead letter {seq}")
+        letter, traced = found
+        link = {"replay_of": traced} if telemetry.parse_traceparent(traced) else {}
         if letter.why == DeadLetterKind.DEADLINE.value:
             original = TaskSubmitted.model_validate(letter.original)
             task_id = f"{original.task_id}-replay-{seq}"
-            body = original.model_dump(mode="json", exclude={"event_id", "ts"})
-            await self.submit({**body, "task_id": task_id})
+            body = original.model_dump(
+                mode="json", exclude={"event_id", "ts", "traceparent", "replay_of"}
+            )
+            await self.submit({**body, "task_id": task_id, **link})
             return task_id
         assignment = SubTaskAssigned.model_validate(letter.original)
         task_id = f"{assignment.task_id}-replay-{seq}"
@@ -322,6 +340,7 @@ class HiveClient:
                 "goal": assignment.goal,
                 "budget": assignment.budget.model_dump(),
                 "plan": {"subtasks": [{k: v for k, v in spec.items() if v is not None}]},
+                **link,
             }
         )
         return task_id

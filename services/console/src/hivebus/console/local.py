@@ -34,7 +34,7 @@ from hivebus.console.options import (
 from hivebus.console.render import follow_to_end, report, stderr_console
 from hivebus.console.stack import LocalStack, provision_all
 from hivebus.contracts import TaskFinished, TaskRejected
-from hivebus.core import HivebusConfig, Settings
+from hivebus.core import HivebusConfig, Settings, telemetry
 from hivebus.knowledge.repo import GitRepo
 from hivebus.knowledge.service import start_knowledge
 from hivebus.orchestrator.service import start_orchestrator
@@ -251,6 +251,9 @@ def serve(
         stderr_console().print(f"[red]--role must be one of {sorted(cfg.roles)}[/]")
         raise typer.Exit(EXIT_USAGE)
 
+    attributes = {"hivebus.role": role} if role is not None else {}
+    tracing = telemetry.configure(settings, service.value, **attributes)
+
     async def main() -> None:
         await provision_all(url, settings, [role] if role else sorted(cfg.roles))
         if service == Service.ORCHESTRATOR:
@@ -267,5 +270,6 @@ def serve(
             await _until_signal()
         finally:
             await broker.stop()
+            tracing.shutdown()  # export what is buffered before the process ends
 
     asyncio.run(main())

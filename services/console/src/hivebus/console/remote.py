@@ -18,6 +18,7 @@ from hivebus.console.options import (
     url_or_exit,
 )
 from hivebus.console.render import EXIT_ERROR, follow_to_end, report, stderr_console
+from hivebus.core import telemetry
 
 
 def submit(
@@ -27,15 +28,24 @@ def submit(
     task_id: Annotated[
         str | None, typer.Option(help="Task id (default: from the file, or generated).")
     ] = None,
+    traceparent: Annotated[
+        str | None,
+        typer.Option(help="W3C traceparent of a trace the task joins (default: its own)."),
+    ] = None,
 ) -> None:
     """Submit a plan to a running hivebus (HIVEBUS_NATS_URL); print the task id."""
     settings = settings_from_env()
     url = url_or_exit(settings)
     body = plan_or_exit(plan, task_id)
+    if traceparent is not None and telemetry.parse_traceparent(traceparent) is None:
+        raise typer.BadParameter(
+            "not a W3C traceparent (00-<32 hex trace id>-<16 hex span id>-<2 hex flags>)",
+            param_hint="--traceparent",
+        )
 
     async def main() -> int:
         async with HiveClient(url, settings) as client:
-            submitted = await client.submit(body)
+            submitted = await client.submit(body, traceparent)
             if not wait:
                 typer.echo(json.dumps({"task_id": submitted}) if json_out else submitted)
                 return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -11,7 +12,15 @@ from typing import Self
 from faststream.nats import NatsBroker
 
 from hivebus.agent.startup import start_agent
-from hivebus.core import EmbeddedNats, HivebusConfig, Settings, get_logger, jetstream, new_broker
+from hivebus.core import (
+    EmbeddedNats,
+    HivebusConfig,
+    Settings,
+    get_logger,
+    jetstream,
+    new_broker,
+    telemetry,
+)
 from hivebus.core.topology import provision
 from hivebus.knowledge.service import start_knowledge
 from hivebus.orchestrator.service import start_orchestrator
@@ -49,6 +58,7 @@ class LocalStack:
         self.brokers: list[NatsBroker] = []
         self.url = settings.nats_url or ""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.telemetries: list[telemetry.Telemetry] = []
 
     def knowledge_root(self) -> Path:
         """Where the knowledge repository lives: configured, in the data dir, or temporary."""
@@ -60,6 +70,16 @@ class LocalStack:
             self._tmp = tempfile.TemporaryDirectory(prefix="hivebus-kb-")
         return Path(self._tmp.name) / "knowledge"
 
+    def _telemetry(self, service: str, role: str | None = None) -> AbstractContextManager[object]:
+        """Bind a service's own telemetry while it starts, so its spans carry its name."""
+        made = telemetry.build(
+            self.settings, service, **({"hivebus.role": role} if role is not None else {})
+        )
+        if not made.enabled:
+            return contextlib.nullcontext()
+        self.telemetries.append(made)
+        return telemetry.bound(made)
+
     async def __aenter__(self) -> Self:
         """Start the server (if embedded), provision, start the services."""
         if not self.settings.nats_url:
@@ -69,14 +89,19 @@ class LocalStack:
         try:
             await provision_all(self.url, self.settings, sorted(self.config.roles))
             if self.services:
-                self.brokers.append(
-                    await start_knowledge(self.settings, self.knowledge_root(), self.url)
-                )
-                self.brokers.append(await start_orchestrator(self.settings, self.config, self.url))
-                for role in sorted(self.config.roles):
+                with self._telemetry("knowledge"):
                     self.brokers.append(
-                        await start_agent(self.settings, self.config, role, self.url)
+                        await start_knowledge(self.settings, self.knowledge_root(), self.url)
                     )
+                with self._telemetry("orchestrator"):
+                    self.brokers.append(
+                        await start_orchestrator(self.settings, self.config, self.url)
+                    )
+                for role in sorted(self.config.roles):
+                    with self._telemetry("agent", role):
+                        self.brokers.append(
+                            await start_agent(self.settings, self.config, role, self.url)
+                        )
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -93,6 +118,9 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 await broker.stop()
         self.brokers.clear()
+        for made in self.telemetries:
+            made.shutdown()  # export what is buffered
+        self.telemetries.clear()
         if self.server is not None:
             await self.server.stop()
         if self._tmp is not None:

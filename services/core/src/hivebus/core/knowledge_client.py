@@ -22,6 +22,7 @@ from hivebus.contracts.knowledge import (
     NoteWrite,
     NoteWriteResult,
 )
+from hivebus.core import telemetry
 from hivebus.core.publisher import Publisher
 
 REQUEST_TIMEOUT_S = 10.0
@@ -76,7 +77,11 @@ class KnowledgeClient:
 
     async def _ask(self, subject: str, request: BaseModel, answer: type[BaseModel]) -> BaseModel:
         try:
-            reply = await self.broker.request(request, subject, timeout=REQUEST_TIMEOUT_S)
+            headers: dict[str, str] = {}
+            telemetry.inject(headers)  # the read joins the asking run's trace
+            reply = await self.broker.request(
+                request, subject, timeout=REQUEST_TIMEOUT_S, headers=headers or None
+            )
         except TimeoutError as exc:
             raise KnowledgeUnavailableError(f"no answer on {subject}") from exc
         return answer.model_validate_json(reply.body)

@@ -1,4 +1,8 @@
-"""structlog set-up: JSON or console output, with task/sub-task/run ids bound by context."""
+"""structlog set-up: JSON or console output, with task/sub-task/run ids bound by context.
+
+Every line logged inside a span also carries its `trace_id` and `span_id` (hex, as trace
+backends show them), so a log line leads to its trace and back.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import sys
 from typing import Literal
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from hivebus.core.telemetry.propagation import current_ids
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -18,6 +25,7 @@ def configure_logging(
     """Route every log line through structlog to stderr (stdout stays for the CLI's output)."""
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
@@ -38,6 +46,15 @@ def configure_logging(
     logging.basicConfig(level=_LEVELS.get(level, logging.ERROR), stream=sys.stderr, force=True)
     for noisy in ("faststream", "nats"):
         logging.getLogger(noisy).setLevel(max(_LEVELS.get(level, logging.ERROR), logging.WARNING))
+
+
+def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """A structlog processor: the current span's `trace_id` and `span_id`, when there is one."""
+    ids = current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", f"{ids[0]:032x}")
+        event.setdefault("span_id", f"{ids[1]:016x}")
+    return event
 
 
 def bind_ids(**ids: str | int | None) -> None:

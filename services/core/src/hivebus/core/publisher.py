@@ -6,7 +6,8 @@ is stored once) of each kind of message; this module only puts it on the bus.
 A message is serialized once. When it is over the server's `max_payload` (less room for the
 headers), its big part goes to the `artifacts` object store and its small version travels
 (`hivebus.core.artifacts`); a message that cannot travel so raises `PayloadTooLargeError`,
-which is never retried.
+which is never retried. The trace context current at the publish travels in the headers
+(W3C `traceparent`), so whoever handles the message continues the same trace.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from faststream.nats import NatsBroker, Schedule
 from pydantic import BaseModel
 
 from hivebus.contracts import subjects
+from hivebus.core import telemetry
 from hivebus.core.artifacts import Artifacts, PayloadTooLargeError, offload
 from hivebus.core.logging import get_logger
 
@@ -69,10 +71,12 @@ class Publisher:
             if address.schedule_at is not None and address.schedule_target is not None
             else None
         )
+        headers = {"content-type": JSON_CONTENT_TYPE, subjects.MSG_ID_HEADER: address.msg_id}
+        telemetry.inject(headers)
         await self.broker.publish(
             body,
             address.subject,
-            headers={"content-type": JSON_CONTENT_TYPE, subjects.MSG_ID_HEADER: address.msg_id},
+            headers=headers,
             stream=address.stream,
             timeout=self.timeout_s,
             schedule=schedule,

@@ -92,3 +92,49 @@ class Settings(BaseSettings):
     dedup_window_s: float = Field(
         default=600.0, gt=0, description="Window in which a repeated `Nats-Msg-Id` is dropped."
     )
+
+    # OpenTelemetry: the standard variables, read here once (the exporters read the rest).
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP endpoint for traces and metrics; nothing is exported when unset.",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="OTLP endpoint for traces alone (a full URL, with `/v1/traces` for HTTP).",
+    )
+    otel_exporter_otlp_metrics_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        description="OTLP endpoint for metrics alone.",
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf",
+        validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL",
+        description="OTLP transport: `http/protobuf` (port 4318) or `grpc` (port 4317).",
+    )
+    otel_traces_exporter: str = Field(
+        default="otlp",
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="`otlp`, `console` (spans printed to stdout) or `none`.",
+    )
+    otel_metrics_exporter: str = Field(
+        default="otlp", validation_alias="OTEL_METRICS_EXPORTER", description="`otlp` or `none`."
+    )
+    otel_sdk_disabled: bool = Field(
+        default=False, validation_alias="OTEL_SDK_DISABLED", description="Turn telemetry off."
+    )
+    otel_service_name: str | None = Field(
+        default=None,
+        validation_alias="OTEL_SERVICE_NAME",
+        description="Overrides the service's own name (`hivebus-orchestrator`, ...).",
+    )
+    capture_content: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "HIVEBUS_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+        ),
+        description="Put prompts, completions, tool arguments and results on spans "
+        "(off: they can hold personal data).",
+    )

@@ -29,10 +29,12 @@ from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsMessage
 from nats.errors import MaxPayloadError
+from opentelemetry import context as otel_context
 from pydantic import ValidationError
 
 from hivebus.contracts import DeadLetter, describe_validation_error, is_identifier, subjects
 from hivebus.contracts.subjects import DeadLetterKind
+from hivebus.core import telemetry
 from hivebus.core.errors import SupersededError
 from hivebus.core.logging import get_logger
 from hivebus.core.publisher import EventSink, Publisher
@@ -91,13 +93,21 @@ class Settler:
         self.nak_delay_s = nak_delay_s
 
     async def run(self, message: NatsMessage, work: Awaitable[object]) -> None:
-        """Await the handler's `work`, then settle `message` by how it ended."""
+        """Await the handler's `work`, then settle `message` by how it ended.
+
+        The trace context the message carries is current while the work runs, so what the
+        handler publishes and logs belongs to the message's trace.
+        """
+        token = otel_context.attach(telemetry.extract(message.headers))
         try:
-            await work
-        except Exception as exc:  # noqa: BLE001 - every error is settled by its own decision
-            await self.settle_failure(message, exc)
-            return
-        await message.ack()
+            try:
+                await work
+            except Exception as exc:  # noqa: BLE001 - every error is settled by its own decision
+                await self.settle_failure(message, exc)
+                return
+            await message.ack()
+        finally:
+            otel_context.detach(token)
 
     async def settle_failure(self, message: NatsMessage, exc: BaseException) -> None:
         """Nak, terminate or leave a message whose handler raised `exc`."""
@@ -123,6 +133,9 @@ class Settler:
                 body: Any = json.loads(message.body)
             except (ValueError, UnicodeDecodeError, RecursionError):
                 body = message.body[: 64 * 1024].decode("utf-8", errors="replace")
+            telemetry.current().metrics.dlq_entries.add(
+                1, {"hivebus.dlq.why": DeadLetterKind.UNRECOVERABLE.value}
+            )
             try:
                 await self.publisher.publish(
                     DeadLetter(
