@@ -1,47 +1,28 @@
 """Breaker changes as events: each change is published for the run whose call caused it.
 
 The breakers of a process are shared by all its runs, so a change is attributed through a
-context variable: the service sets the run being served (`serving(...)`) around each run, and
-the registry's listener (`BreakerEvents.changed`) reads it. The listener is called inside the
-breaker's own bookkeeping, so it only schedules the publish (a task kept until it is done);
-a change that cannot be published is logged and never reaches the run.
+context variable: the service sets the run being served (`serving(...)`, in `served`) around
+each run, and the registry's listener (`BreakerEvents.changed`) reads it. The listener is
+called inside the breaker's own bookkeeping, so it only schedules the publish (a task kept
+until it is done); a change that cannot be published is logged and never reaches the run.
+With tracing on, a change is also a `breaker_changed` event on the current span (the call's
+that caused it), and an opening counts in `hivebus.breaker.opens`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass
 
+from hivebus.agent.served import CURRENT_RUN, ServedRun, serving
+from hivebus.agent.tracing import breaker_changed
 from hivebus.contracts import BreakerChanged
 from hivebus.core import EventSink, get_logger
 from hivebus.core.reliability import BreakerState
 
+# `serving` is re-exported: the service and tests know it from here.
+__all__ = ["CURRENT_RUN", "BreakerEvents", "ServedRun", "serving"]
+
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ServedRun:
-    """The sub-task a piece of code is working for."""
-
-    task_id: str
-    subtask_id: str
-
-
-CURRENT_RUN: ContextVar[ServedRun | None] = ContextVar("hivebus_agent_current_run", default=None)
-"""The run the current asyncio task serves (None outside a run)."""
-
-
-@contextlib.contextmanager
-def serving(task_id: str, subtask_id: str) -> Iterator[None]:
-    """Attribute what happens inside the block (breaker changes) to this sub-task."""
-    token = CURRENT_RUN.set(ServedRun(task_id, subtask_id))
-    try:
-        yield
-    finally:
-        CURRENT_RUN.reset(token)
 
 
 class BreakerEvents:
@@ -55,6 +36,7 @@ class BreakerEvents:
     def changed(self, name: str, old: BreakerState, new: BreakerState) -> None:
         """Log the change and schedule its event for the run being served; never raises."""
         log.warning("breaker_changed", breaker=name, old=old.value, new=new.value)
+        breaker_changed(name, old.value, new.value)
         run = CURRENT_RUN.get()
         if run is None:  # no run to attribute it to (the event needs a task)
             return

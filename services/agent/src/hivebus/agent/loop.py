@@ -361,6 +361,7 @@ class AgentLoop:
                 retries=step.retries,
                 notes=step.notes,
             )
+        self.state.model = step.route  # the model that gave the latest answer
         if not with_tools and response.tool_calls:
             response = ModelResponse(text=response.text, usage=response.usage)
         return response

@@ -9,6 +9,8 @@ for each model of the chain (primary first):
                                 released (the call said nothing about health), next model
 every model failed or skipped -> ModelsExhausted
 
+The whole step is one `chat <model>` span (`tracing.chat`): retries and fallbacks are its events.
+
 The cost of a call is computed here, once (`Price.cost`), and handed to the loop on the
 `ModelStep`. When a settle crosses the task's warning threshold the caller publishes the
 `BudgetWarning` itself; a warning that cannot be published is logged, never ends the run.
@@ -32,6 +34,7 @@ from hivebus.agent.models.base import (
     request_chars,
 )
 from hivebus.agent.tool import Tool
+from hivebus.agent.tracing import budget_warning, chat_span, retried
 from hivebus.contracts import BudgetWarning, RetryRecord, TaskBudget
 from hivebus.core import EventSink, Price, get_logger
 from hivebus.core.budget import BudgetLedger, LedgerState, Reservation
@@ -195,30 +198,35 @@ class ModelCaller:
             BudgetRefusedError: the task budget cannot cover the call.
             WallClockExceededError: the run's time ran out during a call.
         """
-        for model in self.models:
-            step.route = model.route
-            breaker = self.breakers.get(f"model:{model.route}")
-            permit = breaker.allow()
-            if permit is None:
-                wait = breaker.seconds_until_trial()
-                step.notes.append(f"{model.route}: circuit open for {wait:.1f}s more, skipped")
-                continue
-            with permit:  # released if the call ends any other way (cancelled, crashed)
-                try:
-                    response = await self._try(model, request, time_left, step)
-                except ModelError as exc:
-                    if exc.retryable:
-                        permit.failure()
-                    else:
-                        permit.release()
-                    step.notes.append(f"{model.route} failed: {exc}")
+        with chat_span(request, self.models) as chat:
+            for model in self.models:
+                chat.trying(model.route)
+                step.route = model.route
+                breaker = self.breakers.get(f"model:{model.route}")
+                permit = breaker.allow()
+                if permit is None:
+                    wait = breaker.seconds_until_trial()
+                    step.notes.append(f"{model.route}: circuit open for {wait:.1f}s more, skipped")
+                    chat.passed(model.route, step.notes[-1])
                     continue
-                permit.success()
-                return response
-        tried = ", ".join(m.route for m in self.models)
-        raise ModelsExhaustedError(
-            f"no model could answer (tried {tried}): " + "; ".join(step.notes)
-        )
+                with permit:  # released if the call ends any other way (cancelled, crashed)
+                    try:
+                        response = await self._try(model, request, time_left, step)
+                    except ModelError as exc:
+                        if exc.retryable:
+                            permit.failure()
+                        else:
+                            permit.release()
+                        step.notes.append(f"{model.route} failed: {exc}")
+                        chat.passed(model.route, str(exc))
+                        continue
+                    permit.success()
+                    chat.answered(response, step.cost_usd)
+                    return response
+            tried = ", ".join(m.route for m in self.models)
+            raise ModelsExhaustedError(
+                f"no model could answer (tried {tried}): " + "; ".join(step.notes)
+            )
 
     async def _try(
         self, model: Model, request: ModelRequest, time_left: Callable[[], float], step: ModelStep
@@ -233,6 +241,7 @@ class ModelCaller:
             )
 
         def record(attempt: RetryAttempt) -> None:
+            retried("model", model.route, attempt)
             step.retries.append(
                 RetryRecord(
                     target=model.route,
@@ -284,6 +293,7 @@ class ModelCaller:
         log.warning(
             "budget_warning", used_tokens=state.used_tokens, used_cost_usd=state.used_cost_usd
         )
+        budget_warning(state)
         if self.events is None:
             return
         try:

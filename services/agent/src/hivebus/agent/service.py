@@ -20,7 +20,9 @@ for the first prompt; a terminal event too large for the bus travels by referenc
 publisher does that), and one that cannot be stored at all is published `failed` instead,
 its output dropped, saying why: once, never a reason to redeliver.
 
-How a process starts one (the broker, its subscriber, the connections) is `startup`. A little
+Traces (`tracing`): a delivery records its queue wait; each run is one `invoke_agent` span
+around the loop, its record kept in the checkpoint's saves. How a process starts one (the
+broker, its subscriber, the connections) is `startup`. A little
 over 300 lines because one message's whole way, from the delivery to its settlement, reads
 in one place.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from faststream.nats.annotations import NatsMessage
@@ -49,6 +51,7 @@ from hivebus.agent.modelcall import BudgetGate, ModelCaller
 from hivebus.agent.models import Model
 from hivebus.agent.role import RoleRuntime
 from hivebus.agent.toolstep import ToolRunner
+from hivebus.agent.tracing import picked_up, run_span
 from hivebus.contracts import (
     SubTaskAssigned,
     SubTaskFinished,
@@ -57,7 +60,7 @@ from hivebus.contracts import (
     Usage,
     subjects,
 )
-from hivebus.contracts.runs import RunPhase
+from hivebus.contracts.runs import RunCheckpoint, RunPhase
 from hivebus.core import (
     Clock,
     EventSink,
@@ -150,15 +153,16 @@ class AgentService:
         """Run the assignment with heartbeats; publish its terminal event, or its requests."""
         try:
             async with heartbeat(msg, self.settings.heartbeat_s):
-                try:
-                    ended = await self.execute(assignment)
-                except PayloadTooLargeError as exc:  # the run's own state cannot be kept
-                    log.exception("checkpoint_unstorable")
-                    ended = self._unstorable(assignment, exc)
-                if isinstance(ended, RunPaused):
-                    await self._publish_requests(ended)
-                else:
-                    await self._publish_finished(ended)
+                with picked_up(assignment, msg):
+                    try:
+                        ended = await self.execute(assignment)
+                    except PayloadTooLargeError as exc:  # the run's own state cannot be kept
+                        log.exception("checkpoint_unstorable")
+                        ended = self._unstorable(assignment, exc)
+                    if isinstance(ended, RunPaused):
+                        await self._publish_requests(ended)
+                    else:
+                        await self._publish_finished(ended)
         except RunFencedError:
             log.warning("run_fenced", delivery=msg.raw_message.metadata.num_delivered)
             raise  # the Settler leaves the message to the worker that holds the run now
@@ -180,6 +184,7 @@ class AgentService:
             status=SubTaskStatus.FAILED,
             reason=f"the run's checkpoint could not be stored, so it cannot go on: {error}",
             usage=Usage(),
+            subtask_kind=assignment.subtask_kind,
         )
 
     async def _publish_finished(self, finished: SubTaskFinished) -> None:
@@ -213,7 +218,8 @@ class AgentService:
             RunFencedError: another worker took the run over; report nothing.
             CheckpointUnavailableError: the bus is down; retry the delivery later.
         """
-        with serving(assignment.task_id, assignment.subtask_id):
+        kind = assignment.subtask_kind or ""
+        with serving(assignment.task_id, assignment.subtask_id, assignment.role, kind):
             key = subjects.checkpoint_key(
                 assignment.task_id, assignment.subtask_id, assignment.attempt
             )
@@ -240,35 +246,41 @@ class AgentService:
         if handle.state is not None:
             log.info("run_resumed", steps_done=state.usage.steps)
         models, problems = self.runtime.models(assignment)
-        await self.bus.publisher.publish(
-            SubTaskStarted(
-                task_id=assignment.task_id,
-                subtask_id=assignment.subtask_id,
-                attempt=assignment.attempt,
-                run_id=state.run_id,
-                role=self.role,
-                model=" > ".join(self.runtime.chain(assignment)),
-                resumed=assignment.resume[-1].approval_id if assignment.resume else None,
+        chain = self.runtime.chain(assignment)
+        with run_span(assignment, state, chain) as run:
+            save = run.saving(handle.save)
+            await self.bus.publisher.publish(
+                SubTaskStarted(
+                    task_id=assignment.task_id,
+                    subtask_id=assignment.subtask_id,
+                    attempt=assignment.attempt,
+                    run_id=state.run_id,
+                    role=self.role,
+                    model=" > ".join(chain),
+                    resumed=assignment.resume[-1].approval_id if assignment.resume else None,
+                )
             )
-        )
-        if not models:
-            outcome = RunOutcome(
-                SubTaskStatus.FAILED, "no usable model: " + "; ".join(problems), None, Usage()
-            )
-            finished = self._finished(assignment, state.run_id, outcome)
-            state.phase = RunPhase.FINISHED
-            state.finished = finished
-            await handle.save(state)
+            if not models:
+                outcome = RunOutcome(
+                    SubTaskStatus.FAILED, "no usable model: " + "; ".join(problems), None, Usage()
+                )
+                finished = self._finished(assignment, state, outcome)
+                state.phase = RunPhase.FINISHED
+                state.finished = finished
+                await save(state)
+                run.finished(finished)
+                return finished
+            loop = AgentLoop(assignment, self._context(assignment, models, save), state)
+            try:
+                outcome = await loop.run()
+            except RunPaused as paused:
+                run.paused(paused)
+                return paused
+            log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
+            finished = self._finished(assignment, state, outcome)
+            await loop.decide(finished)
+            run.finished(finished)
             return finished
-        loop = AgentLoop(assignment, self._context(assignment, models, handle), state)
-        try:
-            outcome = await loop.run()
-        except RunPaused as paused:
-            return paused
-        log.info("run_finished", status=outcome.status.value, reason=outcome.reason)
-        finished = self._finished(assignment, state.run_id, outcome)
-        await loop.decide(finished)
-        return finished
 
     async def _with_dependencies(self, assignment: SubTaskAssigned) -> SubTaskAssigned:
         """The assignment with its dependency outputs passed by reference read whole."""
@@ -283,7 +295,10 @@ class AgentService:
         return inline_outputs(assignment, outputs)
 
     def _context(
-        self, assignment: SubTaskAssigned, models: list[Model], handle: RunCheckpointHandle
+        self,
+        assignment: SubTaskAssigned,
+        models: list[Model],
+        save: Callable[[RunCheckpoint], Awaitable[None]],
     ) -> RunContext:
         role, config = self.runtime.role_config, self.runtime.config
         budget = BudgetGate(
@@ -311,19 +326,19 @@ class AgentService:
             output_retries=role.output_retries,
             tool_options=config.tool_options,
             tool_clients={"knowledge": knowledge} if knowledge is not None else {},
-            checkpoint=handle.save,
+            checkpoint=save,
             cancelled=lambda: self._is_cancelled(assignment.task_id),
             approvals=self.runtime.approvals,
         )
 
     def _finished(
-        self, assignment: SubTaskAssigned, run_id: str, outcome: RunOutcome
+        self, assignment: SubTaskAssigned, state: RunCheckpoint, outcome: RunOutcome
     ) -> SubTaskFinished:
         return SubTaskFinished(
             task_id=assignment.task_id,
             subtask_id=assignment.subtask_id,
             attempt=assignment.attempt,
-            run_id=run_id,
+            run_id=state.run_id,
             role=self.role,
             status=outcome.status,
             reason=outcome.reason,
@@ -331,6 +346,8 @@ class AgentService:
             usage=outcome.usage,
             limit=outcome.limit,
             flags=outcome.flags,
+            subtask_kind=assignment.subtask_kind,
+            model=state.model,
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from hivebus.agent.errors import AgentError
 from hivebus.agent.tool import ToolContext
 from hivebus.agent.toolbox import Toolbox
+from hivebus.agent.tracing import retried
 from hivebus.contracts import RetryRecord, ToolErrorKind, ToolResult
 from hivebus.core.reliability import (
     BreakerRegistry,
@@ -105,6 +106,7 @@ class ToolRunner:
             return result
 
         def record(attempt: RetryAttempt) -> None:
+            retried("tool", name, attempt)
             step.retries.append(
                 RetryRecord(
                     target=name,

@@ -13,8 +13,9 @@ for each call not run yet (`pending_calls`):
 all calls run                                 -> their results go back to the model as one turn,
                                                  and the run moves to phase `model`
 
-A call's idempotency key is `run:step:call`: a resumed run gives it the same key again, and so
-does an approved or modified call, however long the run waited for the decision.
+Each call run is an `execute_tool` span (`tracing.tool`). A call's idempotency key is
+`run:step:call`: a resumed run gives it the same key again, and so does an approved or
+modified call, however long the run waited for the decision.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from hivebus.agent.resume import answered, recheck, refusal_result, refused, rej
 from hivebus.agent.runcontext import RunContext
 from hivebus.agent.tiers import TierDecision
 from hivebus.agent.tool import ToolContext
+from hivebus.agent.tracing import tool_span
 from hivebus.agent.validators.secrets import redact_secrets
 from hivebus.contracts import (
     ApprovalKind,
@@ -275,9 +277,13 @@ class ToolTurn:
             clients=self.ctx.tool_clients,
             role=self.assignment.role,
         )
-        step = await self.ctx.tools.call(
-            call.name, args, context, self._time_left, approved=approved
-        )
+        found = self.ctx.tools.toolbox.tools.get(call.name)
+        tier = found.tier.value if found is not None else None
+        with tool_span(call, args, key=context.idempotency_key, tier=tier) as span:
+            step = await self.ctx.tools.call(
+                call.name, args, context, self._time_left, approved=approved
+            )
+            span.result(step.result)
         return await self._record(call.name, args, step.result, step.retries)
 
     async def _record(

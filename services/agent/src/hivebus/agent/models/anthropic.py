@@ -153,4 +153,11 @@ def _parse_reply(reply: Any) -> ModelResponse:
     usage = TurnUsage(
         input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens
     )
-    return ModelResponse(text="\n".join(texts) or None, tool_calls=calls, usage=usage)
+    model, stop = getattr(reply, "model", None), getattr(reply, "stop_reason", None)
+    return ModelResponse(
+        text="\n".join(texts) or None,
+        tool_calls=calls,
+        usage=usage,
+        model=model if isinstance(model, str) else None,
+        stop_reason=stop if isinstance(stop, str) else None,
+    )

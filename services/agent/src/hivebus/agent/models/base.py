@@ -64,6 +64,12 @@ class ModelResponse(BaseModel):
     text: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     usage: TurnUsage = Field(default_factory=TurnUsage)
+    model: str | None = Field(
+        default=None, description="The model that answered, as the provider names it (if said)."
+    )
+    stop_reason: str | None = Field(
+        default=None, description="Why the model stopped, as the provider says it (if said)."
+    )
 
 
 class Model(Protocol):
