@@ -24,12 +24,17 @@ the broker, so every handler finds a ready service in FastStream's context.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.kv import KeyValue
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from hivebus.contracts import NoteCommitted, subjects
 from hivebus.contracts.knowledge import (
@@ -54,6 +59,7 @@ from hivebus.core import (
     get_logger,
     jetstream,
     new_broker,
+    telemetry,
 )
 from hivebus.knowledge.committer import GroupCommitter
 from hivebus.knowledge.store import KnowledgeStore, author_of
@@ -97,6 +103,15 @@ class KnowledgeService:
         writes are applied in the order their handlers started. A write whose result is
         stored already is answered from there, untouched.
         """
+        with traced(f"knowledge.write {write.path}", write.path) as span:
+            result = await self._write(write)
+            span.set_attribute("hivebus.knowledge.status", result.status)
+            if result.commit:
+                span.set_attribute("hivebus.knowledge.commit", result.commit)
+            span.set_attribute("hivebus.knowledge.write_id", write.write_id)
+            return result
+
+    async def _write(self, write: NoteWrite) -> NoteWriteResult:
         applied = await self.committer.submit(write)
         result = applied.result
         if applied.stored_before:
@@ -141,6 +156,19 @@ class KnowledgeService:
         )
 
 
+@contextlib.contextmanager
+def traced(name: str, what: str, parent: Context | None = None) -> Iterator[Span]:
+    """A span around one knowledge operation (a no-op one while tracing is off)."""
+    made = telemetry.current()
+    if not made.enabled:
+        yield INVALID_SPAN
+        return
+    with made.tracer.start_as_current_span(
+        name, context=parent, attributes={"hivebus.knowledge.path": what}
+    ) as span:
+        yield span
+
+
 class Handlers:
     """The subscribers' functions; each finds the ready service and its message in the broker.
 
@@ -164,16 +192,26 @@ class Handlers:
         await service.settler.run(msg, service.write(write))
 
     async def on_read(self, request: NoteRead) -> NoteReadResult:
-        """Answer a read."""
-        return await self._service().read(request)
+        """Answer a read (in the asker's trace, when its request carries one)."""
+        with self._traced("knowledge.read", request.path):
+            return await self._service().read(request)
+
+    def _traced(self, name: str, what: str) -> AbstractContextManager[Span]:
+        """A span for a request that carries a trace context (reads of a run); else none."""
+        msg: NatsMessage = self.broker.context.get_local("message")
+        if telemetry.TRACEPARENT not in (msg.headers or {}):
+            return contextlib.nullcontext(INVALID_SPAN)
+        return traced(name, what, telemetry.extract(msg.headers))
 
     async def on_list(self, request: NoteList) -> NoteListResult:
         """Answer a listing."""
-        return await self._service().list(request)
+        with self._traced("knowledge.list", request.prefix):
+            return await self._service().list(request)
 
     async def on_search(self, request: NoteSearch) -> NoteSearchResult:
         """Answer a search."""
-        return await self._service().search(request)
+        with self._traced("knowledge.search", request.query[:200]):
+            return await self._service().search(request)
 
     async def on_log(self, request: NoteLog) -> NoteLogResult:
         """Answer a history request."""

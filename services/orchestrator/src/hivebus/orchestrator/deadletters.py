@@ -14,6 +14,7 @@ import contextlib
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hivebus.contracts import (
@@ -26,7 +27,7 @@ from hivebus.contracts import (
     subjects,
 )
 from hivebus.contracts.subjects import DeadLetterKind
-from hivebus.core import EventSink, bind_ids, get_logger
+from hivebus.core import EventSink, bind_ids, get_logger, telemetry
 from hivebus.core import kv as kvcas
 from hivebus.orchestrator.scheduler import Scheduler
 
@@ -73,19 +74,32 @@ class WorkDeadLetters:
             checkpoint = None
         usage = checkpoint.usage if checkpoint is not None else Usage()
         errors = [f"delivered {advisory.deliveries} times without a result (max_deliver)"]
-        await self.events.publish(
-            DeadLetter(
-                task_id=assignment.task_id,
-                subtask_id=assignment.subtask_id,
-                attempt=assignment.attempt,
-                why=DeadLetterKind.MAX_DELIVERIES.value,
-                deliveries=advisory.deliveries,
-                original=assignment.model_dump(mode="json"),
-                checkpoint=checkpoint.model_dump(mode="json") if checkpoint else None,
-                usage=usage,
-                errors=errors,
-            )
+        telemetry.current().metrics.dlq_entries.add(
+            1,
+            {
+                "hivebus.dlq.why": DeadLetterKind.MAX_DELIVERIES.value,
+                "hivebus.role": assignment.role,
+                "hivebus.subtask.kind": assignment.subtask_kind or "",
+            },
         )
+        # In the trace of the assignment it gives up on (its sub-task's span), for replays.
+        token = otel_context.attach(telemetry.extract(raw.headers))
+        try:
+            await self.events.publish(
+                DeadLetter(
+                    task_id=assignment.task_id,
+                    subtask_id=assignment.subtask_id,
+                    attempt=assignment.attempt,
+                    why=DeadLetterKind.MAX_DELIVERIES.value,
+                    deliveries=advisory.deliveries,
+                    original=assignment.model_dump(mode="json"),
+                    checkpoint=checkpoint.model_dump(mode="json") if checkpoint else None,
+                    usage=usage,
+                    errors=errors,
+                )
+            )
+        finally:
+            otel_context.detach(token)
         with contextlib.suppress(NotFoundError):
             await self.js.delete_msg(subjects.WORK_STREAM, advisory.stream_seq)
         log.error("dead_lettered", deliveries=advisory.deliveries)

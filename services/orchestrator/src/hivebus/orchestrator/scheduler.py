@@ -17,11 +17,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
     ApprovalResolved,
     DeadLetter,
     DeadlineReached,
+    DependencyOutput,
     SubTaskAssigned,
     SubTaskFinished,
     SubTaskStarted,
@@ -34,7 +37,7 @@ from hivebus.contracts import (
 )
 from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, EventSink, HivebusConfig, SystemClock, get_logger
-from hivebus.orchestrator import approvals, changes
+from hivebus.orchestrator import approvals, changes, tracing
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.handover import NoteWatch, hand_over, is_large, output_note
 from hivebus.orchestrator.state import StateStore
@@ -103,7 +106,8 @@ class Scheduler:
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
-        await self.events.publish(DeadlineReached(task_id=task_id, deadline=deadline))
+        with tracing.under(stored):
+            await self.events.publish(DeadlineReached(task_id=task_id, deadline=deadline))
 
         async def dispatch_root(root: str) -> None:
             # Read first: a repeated submission (or its redelivery) dispatches no root twice.
@@ -156,26 +160,48 @@ class Scheduler:
             lambda dep: self.store.read_subtask(task_id, dep),
             self.notes,
         )
-        await self.events.publish(
-            SubTaskAssigned(
-                task_id=task_id,
-                subtask_id=sid,
-                attempt=attempt,
-                role=spec.role,
-                goal=submission.goal,
-                prompt=spec.prompt,
-                input=spec.input,
-                limits=spec.limits or self.config.roles[spec.role].limits,
-                model=spec.model,
-                output_schema=spec.output_schema,
-                subtask_kind=spec.kind,
-                budget=submission.budget,
-                dependencies=dependencies,
-                resume=resume or [],
+        with tracing.under(submission, sid):
+            await self.events.publish(
+                self._assignment(
+                    submission,
+                    graph,
+                    sid,
+                    attempt=attempt,
+                    resume=resume,
+                    dependencies=dependencies,
+                )
             )
-        )
         mark = changes.mark_resumed(attempt) if resume else changes.mark_dispatched(sid, spec.role)
-        await self.store.update_subtask(task_id, sid, mark)
+        await self.store.update_subtask(task_id, sid, tracing.timed(mark, self.clock.now()))
+
+    def _assignment(
+        self,
+        submission: TaskSubmitted,
+        graph: Graph,
+        sid: str,
+        *,
+        attempt: int,
+        resume: list[ApprovalResolved] | None,
+        dependencies: list[DependencyOutput],
+    ) -> SubTaskAssigned:
+        spec = graph.specs[sid]
+        task_id = submission.task_id
+        return SubTaskAssigned(
+            task_id=task_id,
+            subtask_id=sid,
+            attempt=attempt,
+            role=spec.role,
+            goal=submission.goal,
+            prompt=spec.prompt,
+            input=spec.input,
+            limits=spec.limits or self.config.roles[spec.role].limits,
+            model=spec.model,
+            output_schema=spec.output_schema,
+            subtask_kind=spec.kind,
+            budget=submission.budget,
+            dependencies=dependencies,
+            resume=resume or [],
+        )
 
     async def resume(self, submission: TaskSubmitted, graph: Graph, state: SubTaskState) -> None:
         """Dispatch a paused sub-task again, `ready` with the resolutions of its approvals."""
@@ -204,7 +230,9 @@ class Scheduler:
         submission, graph = loaded
         sid = event.subtask_id
         apply = changes.apply_result(graph.specs[sid].role, graph.in_degree[sid], event)
-        state = await self.store.update_subtask(event.task_id, event.subtask_id, apply)
+        state = await self.store.update_subtask(
+            event.task_id, event.subtask_id, tracing.timed(apply, self.clock.now())
+        )
         if state is None or state.status not in SUBTASK_TERMINAL:
             return
         meta = await self._propagate(submission, graph, state)
@@ -258,7 +286,9 @@ class Scheduler:
                 continue  # a finished block already covered this sub-tree
             seen.add(sid)
             block = changes.block(sid, graph.specs[sid].role, root.id, reason)
-            state = await self.store.update_subtask(task_id, sid, block)
+            state = await self.store.update_subtask(
+                task_id, sid, tracing.timed(block, self.clock.now())
+            )
             if state is not None and state.status == S.BLOCKED:
                 blocked.append(sid)
                 queue.extend(graph.dependents[sid])
@@ -290,7 +320,9 @@ class Scheduler:
             if meta.is_finished(graph.index[sid]):
                 continue
             cancel = changes.cancel_waiting(sid, spec.role, reason, ending)
-            state = await self.store.update_subtask(task_id, sid, cancel)
+            state = await self.store.update_subtask(
+                task_id, sid, tracing.timed(cancel, self.clock.now())
+            )
             if state is not None and state.status in _STOPPED:
                 ended.append(graph.index[sid])
                 for ap in state.pending_approvals:
@@ -300,6 +332,11 @@ class Scheduler:
             await self._finish(submission, graph)
 
     # -- the end -------------------------------------------------------------------------
+
+    async def _publish(self, submission: TaskSubmitted, message: BaseModel) -> None:
+        """Publish a task-level message under the task's workflow span."""
+        with tracing.under(submission):
+            await self.events.publish(message)
 
     async def _finish(self, submission: TaskSubmitted, graph: Graph) -> None:
         """Store `TaskFinished` once, publish it, then close the task.
@@ -320,16 +357,18 @@ class Scheduler:
             result = await self.store.create_result(
                 summarize(task_id, graph, states, meta, self.clock)
             )
+            tracing.record(submission, graph, states, meta, result)
             if result.status == TaskStatus.TIMEOUT and result.output is None:
-                await self.events.publish(
+                await self._publish(
+                    submission,
                     DeadLetter(
                         task_id=task_id,
                         why=DeadLetterKind.DEADLINE.value,
                         original=submission.model_dump(mode="json"),
                         usage=result.usage,
                         errors=[result.reason],
-                    )
+                    ),
                 )
-        await self.events.publish(result)
-        await self.events.publish(summary_note(submission, result))
+        await self._publish(submission, result)
+        await self._publish(submission, summary_note(submission, result))
         await self.store.update_meta(task_id, changes.close_task(result.status, result.reason))

@@ -42,6 +42,7 @@ from hivebus.core import (
     get_logger,
     jetstream,
     new_broker,
+    telemetry,
 )
 from hivebus.core.decoding import decode_json
 from hivebus.core.knowledge_client import wait_for_write
@@ -141,6 +142,10 @@ class OrchestratorService:
                 TaskRejected(task_id=task_id, errors=[f"submission: {problem}"])
             )
             return
+        traceparent = (msg.headers or {}).get(telemetry.TRACEPARENT)
+        valid = telemetry.parse_traceparent(traceparent) is not None  # a bad one is ignored
+        if isinstance(raw, dict) and valid and "traceparent" not in raw:
+            raw = {**raw, "traceparent": traceparent}  # the task's trace continues the client's
         await self.scheduler.submit(raw, task_id)
 
 
