@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from hivebus.agent.startup import build_agent_broker
-from hivebus.console import approval_commands, local, remote
+from hivebus.console import approval_commands, local, remote, stats_command
 from hivebus.console import demo as demo_assets
 from hivebus.console.dlq import dlq_app
 from hivebus.console.kb import kb_app
@@ -39,6 +39,7 @@ app.command()(remote.submit)
 app.command()(remote.watch)
 app.command()(remote.status)
 app.command()(remote.cancel)
+app.command()(stats_command.stats)
 app.command()(approval_commands.approvals)
 app.command()(approval_commands.approve)
 app.command()(approval_commands.reject)
