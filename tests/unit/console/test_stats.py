@@ -35,6 +35,7 @@ from hivebus.contracts import (
     SubTaskStatus,
     Usage,
 )
+from hivebus.core import configure_logging
 
 T0 = datetime(2030, 1, 8, tzinfo=UTC)
 """Start of the window under test; the window is the day after it."""
@@ -409,7 +410,10 @@ def test_bad_options_are_usage_errors_before_any_connection() -> None:
         done = runner.invoke(app, args)
         assert done.exit_code == 2, args
         assert says in done.output, (args, done.output)
-    done = runner.invoke(app, ["--since", "1h"])  # no HIVEBUS_NATS_URL: says to set it
+    try:
+        done = runner.invoke(app, ["--since", "1h"])  # no HIVEBUS_NATS_URL: says to set it
+    finally:
+        configure_logging()  # the command bound the logs to the runner's stderr, closed now
     assert done.exit_code == 2
 
 
