@@ -16,13 +16,17 @@ processes pulls it and publishes a result to a results stream, the client sees t
 Every hivebus figure is given with its ratio to the baseline measured in this run, and the
 CPU seconds each process spent. Not part of the test suite.
 
-Usage: .venv/bin/python benchmarks/throughput.py [--quick] [--only a,b,c,d]
+With `--trace`, every service exports traces and metrics over OTLP/HTTP to a sink process
+that discards them (`otlp_sink.py`): run once with and once without to see tracing's cost.
+
+Usage: .venv/bin/python benchmarks/throughput.py [--quick] [--only a,b,c,d] [--trace]
 Prints one JSON object on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import os
@@ -42,6 +46,7 @@ import yaml
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from hivebus.core import EmbeddedNats, configure_logging
+from hivebus.core.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HIVEBUS = ROOT / ".venv" / "bin" / "hivebus"
@@ -224,8 +229,14 @@ def write_config(directory: Path) -> Path:
     return path
 
 
-def start_services(url: str, config: Path, knowledge: Path, logs: Path) -> Fleet:
-    """The orchestrator, the knowledge service and two agent processes, as containers run them."""
+def start_services(
+    url: str, config: Path, knowledge: Path, logs: Path, otlp: str | None = None
+) -> Fleet:
+    """The orchestrator, the knowledge service and two agent processes, as containers run them.
+
+    With `otlp`, every service exports its traces and metrics there.
+    """
+    tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp} if otlp else {}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("HIVEBUS_", "ANTHROPIC_"))},
         "HIVEBUS_NATS_URL": url,
@@ -233,6 +244,7 @@ def start_services(url: str, config: Path, knowledge: Path, logs: Path) -> Fleet
         "HIVEBUS_KNOWLEDGE_DIR": str(knowledge),
         "HIVEBUS_LOG_LEVEL": "warning",
         "HIVEBUS_LOG_FORMAT": "json",
+        **tracing,
     }
     logs.mkdir(parents=True, exist_ok=True)
     commands = {
@@ -301,13 +313,19 @@ async def knowledge_backlog(js: Any) -> int:
 
 
 async def hivebus_side(  # noqa: C901, PLR0915 - one measurement after the other, in order
-    url: str, server_pid: int, counts: dict[str, Any], work: Path, only: set[str]
+    url: str,
+    server_pid: int,
+    counts: dict[str, Any],
+    work: Path,
+    only: set[str],
+    *,
+    otlp: str | None = None,
 ) -> dict[str, Any]:
     """Every hivebus measurement against one stack of separate service processes."""
     config = write_config(work)
     nc = await nats.connect(url, max_reconnect_attempts=-1)
     js = nc.jetstream()
-    fleet = start_services(url, config, work / "knowledge", work / "logs")
+    fleet = start_services(url, config, work / "knowledge", work / "logs", otlp)
     finishes = Finishes()
     await nc.subscribe("hive.events.*.task_finished", cb=finishes.on_event)
     await nc.subscribe("hive.events.*.task_rejected", cb=finishes.on_event)
@@ -461,12 +479,33 @@ def ratios(raw: dict[str, Any], hive: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def start_sink() -> tuple[subprocess.Popen[str], str]:
+    """The discarding OTLP endpoint, as its own process; returns it and its URL."""
+    port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "otlp_sink.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return sink, f"http://127.0.0.1:{port}"
+
+
+def stop_sink(sink: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stop the sink; what it took and the CPU it spent."""
+    cpu = cpu_seconds(sink.pid)
+    sink.terminate()
+    out, _ = sink.communicate(timeout=10)
+    taken = ast.literal_eval(out.strip() or "{}")
+    return {"cpu_s": round(cpu, 2), **taken}
+
+
 async def main() -> None:
     """Run both sides on one fresh server and print the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--only", default="a,b,c,d", help="which measurements (a,b,c,d)")
     parser.add_argument("--tasks", type=int, help="how many tasks (a) submits (for profiling)")
+    parser.add_argument("--trace", action="store_true", help="services export OTLP to a sink")
     args = parser.parse_args()
     configure_logging("console", "warning")  # logs to stderr: stdout is the report
     counts = dict(QUICK if args.quick else FULL)
@@ -479,10 +518,17 @@ async def main() -> None:
             assert server._proc is not None  # noqa: SLF001, S101 - the benchmark reads its CPU
             pid = server._proc.pid  # noqa: SLF001
             raw = await raw_side(server.url, pid, counts)
-            hive = await hivebus_side(server.url, pid, counts, work, only)
+            sink, otlp = start_sink() if args.trace else (None, None)
+            try:
+                hive = await hivebus_side(server.url, pid, counts, work, only, otlp=otlp)
+            finally:
+                taken = stop_sink(sink) if sink is not None else None
+    if taken is not None:
+        hive["otlp_sink"] = taken
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "quick": args.quick,
+        "tracing": args.trace,
         "counts": counts,
         "raw": raw,
         "hivebus": hive,
