@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
 from hivebus.contracts import (
@@ -37,7 +38,7 @@ from hivebus.contracts import (
     subjects,
 )
 from hivebus.contracts.knowledge import NoteWrite
-from hivebus.core import HivebusConfig
+from hivebus.core import HivebusConfig, telemetry
 from hivebus.core.settle import Settlement, settlement_for
 from hivebus.orchestrator import MemoryStore, Pauses, Scheduler
 from hivebus.orchestrator.early import MemoryDecisionLog
@@ -875,3 +876,26 @@ async def test_a_note_without_approvals_has_no_approvals_section(
     await desk.finish()
     [note] = desk.sink.of(NoteWrite)
     assert "Approvals" not in note.body
+
+
+async def test_a_resolved_approval_is_a_span_under_its_subtask(desk: Desk) -> None:
+    """With tracing on, a resolution records `approval <id>` under the sub-task's span.
+
+    It runs from the request to the decision and names the decision and who made it.
+    """
+    exporter = InMemorySpanExporter()
+    telemetry.install_for_tests(exporter)
+    try:
+        req = desk.request()
+        await desk.ask(req)
+        await desk.decide(req.approval_id, reason="fine")
+    finally:
+        telemetry.uninstall_for_tests()
+    [span] = [s for s in exporter.get_finished_spans() if s.name.startswith("approval ")]
+    assert span.name == f"approval {req.approval_id}"
+    assert span.parent is not None
+    assert span.parent.span_id == telemetry.span_id_for(TASK, "send", "subtask")
+    assert span.context.trace_id == telemetry.trace_id_for(TASK)
+    assert span.attributes is not None
+    assert span.attributes["hivebus.approval.decision"] == "approve"
+    assert span.attributes["hivebus.approval.by"] == "alice"

@@ -32,7 +32,7 @@ from hivebus.contracts import (
     is_identifier,
 )
 from hivebus.core import CoreError, get_logger
-from hivebus.orchestrator import approvals, awaiting
+from hivebus.orchestrator import approvals, awaiting, tracing
 from hivebus.orchestrator.early import DecisionLog
 from hivebus.orchestrator.graph import Graph
 from hivebus.orchestrator.scheduler import Scheduler
@@ -221,11 +221,16 @@ class Pauses:
         resolution = record.resolution
         if resolution is None:
             return
-        await self.events.publish(resolution)
         loaded = await self.scheduler.load(resolution.task_id)
-        if loaded is None or resolution.subtask_id not in loaded[1].specs:
+        if loaded is None:
+            await self.events.publish(resolution)
             return
         submission, graph = loaded
+        tracing.record_approval(submission, record)
+        with tracing.under(submission, resolution.subtask_id):
+            await self.events.publish(resolution)
+        if resolution.subtask_id not in graph.specs:
+            return
         sid = resolution.subtask_id
         change = awaiting.apply_resolution(graph.specs[sid].role, graph.in_degree[sid], record)
         state = await self.store.update_subtask(resolution.task_id, sid, change)

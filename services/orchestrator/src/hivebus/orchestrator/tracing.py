@@ -10,6 +10,7 @@ state while tracing is on). Nothing here does any work when tracing is off.
     invoke_workflow <task>      acceptance -> TaskFinished; status, reason, hivebus.usage.*;
                                 a replayed dead letter's task links to the trace it replays
     └── subtask <id>            first dispatch -> its result; every status, blocked included
+        └── approval <id>       request -> resolution (recorded when it resolves)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
+    ApprovalRecord,
+    Decision,
     SubTaskState,
     SubTaskStatus,
     TaskFinished,
@@ -189,3 +192,35 @@ def record(
             error=state.reason or state.status.value if failed else None,
             error_type=state.status.value if failed else None,
         )
+
+
+def record_approval(submission: TaskSubmitted, record: ApprovalRecord) -> None:
+    """Record a resolved approval's span under its sub-task's, from request to resolution."""
+    made = telemetry.current()
+    resolution = record.resolution
+    if not made.enabled or resolution is None:
+        return
+    request = record.request
+    trace_id, _ = trace_ids(submission)
+    rejected = resolution.decision is Decision.REJECT
+    made.record_span(
+        f"approval {request.approval_id}",
+        trace_id=trace_id,
+        span_id=telemetry.span_id_for(request.task_id, request.approval_id, "approval"),
+        parent=made.parent_of(trace_id, subtask_span_id(request.task_id, request.subtask_id)),
+        start_ns=_ns(request.ts),
+        end_ns=_ns(resolution.decided_at),
+        attributes={
+            "hivebus.task.id": request.task_id,
+            "hivebus.subtask.id": request.subtask_id,
+            "hivebus.approval.id": request.approval_id,
+            "hivebus.approval.kind": request.approval_kind.value,
+            "hivebus.approval.tool": request.tool,
+            "hivebus.approval.decision": resolution.decision.value,
+            "hivebus.approval.by": resolution.by,
+            "hivebus.approval.timed_out": resolution.timed_out,
+            "hivebus.attempt": request.attempt,
+        },
+        error=resolution.reason or "rejected" if rejected else None,
+        error_type="rejected" if rejected else None,
+    )
