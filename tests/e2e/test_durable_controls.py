@@ -124,6 +124,15 @@ def _services(
             proc.stop()
 
 
+async def _ready(procs: dict[str, _Proc], timeout_s: float = 60) -> None:
+    """Wait until every process logs that its subscribers pull (start-up is seconds of CPU)."""
+    async with asyncio.timeout(timeout_s):
+        for proc in procs.values():
+            log = proc.log
+            while "waiting for messages" not in log.read_text(errors="replace"):  # noqa: ASYNC110 - another process's state
+                await asyncio.sleep(0.1)
+
+
 @contextlib.asynccontextmanager
 async def _following(
     client: HiveClient, task_id: str, timeout_s: float
@@ -212,7 +221,8 @@ async def test_deadline_ends_the_task_timeout_with_what_completed(
     )
     await provision_all(settings.nats_url or "", settings, ["slow"])
     result: TaskFinished | None = None
-    with _services(tmp_path, config, settings.nats_url or ""):
+    with _services(tmp_path, config, settings.nats_url or "") as procs:
+        await _ready(procs)  # the deadline is timed from the submission, not the start-up
         async with HiveClient(settings.nats_url or "", settings) as client:
             submitted = time.monotonic()
             await client.submit(body)
