@@ -270,6 +270,7 @@ async def test_deadline_fires_while_the_orchestrator_is_down(
     env = process_env(HIVEBUS_NATS_URL=url, PYTHONPATH=str(E2E_DIR), **TIMINGS)
     restarted: _Proc | None = None
     with _services(tmp_path, config, url) as procs:
+        await _ready(procs)  # the 4 s deadline runs from acceptance: not the start-up's to use
         try:
             async with HiveClient(url, settings) as client:
                 await client.submit(body)
