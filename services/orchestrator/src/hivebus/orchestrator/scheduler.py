@@ -5,8 +5,8 @@ a failure blocks each transitive dependent once, and only finishing reads every 
 Every step is idempotent, so a redelivered event (after a crash) completes what was left:
 dependency marks are set-adds, dispatches carry a `Nats-Msg-Id`, and finished sub-tasks are
 counted in a bitmap rather than a counter. The state changes themselves are pure functions
-in `changes`; this module decides which to apply and what to publish, and is a little over
-300 lines because a task's whole life (accept, dispatch, results, stop, finish) reads here.
+in `changes`; this module decides which to apply and what to publish, and is near
+400 lines because a task's whole life (accept, dispatch, results, stop, finish) reads here.
 """
 
 from __future__ import annotations
@@ -263,7 +263,11 @@ class Scheduler:
                     graph.dep_position[dependent, state.id],
                 )
                 after = await self.store.update_subtask(task_id, dependent, add)
-                if after is not None and changes.dispatchable(after, graph.in_degree[dependent]):
+                if (
+                    meta.ending is None  # a stopping task starts nothing new
+                    and after is not None
+                    and changes.dispatchable(after, graph.in_degree[dependent])
+                ):
                     await self._dispatch(submission, graph, dependent, after.attempt)
 
             await _each(graph.dependents[state.id], unblock)
@@ -317,7 +321,7 @@ class Scheduler:
         closing = approvals.close(f"the task is ending {ending.value}: {reason}")
         ended = []
         for sid, spec in graph.specs.items():
-            if meta.is_finished(graph.index[sid]):
+            if meta.is_finished(graph.index[sid]) or await self._run_began(task_id, sid):
                 continue
             cancel = changes.cancel_waiting(sid, spec.role, reason, ending)
             state = await self.store.update_subtask(
@@ -330,6 +334,21 @@ class Scheduler:
         meta = await self.store.update_meta(task_id, changes.count_finished(ended))
         if meta is not None and meta.finished >= meta.total:
             await self._finish(submission, graph)
+
+    async def _run_began(self, task_id: str, sid: str) -> bool:
+        """Whether a dispatched sub-task's run began; one that already ended is applied now.
+
+        Its agent may have reported while no orchestrator ran (the report then waits on EVENTS
+        behind this stop): the run's checkpoint tells. A result that exists counts, and a run
+        in progress ends at its next step boundary, as a running one does.
+        """
+        state = await self.store.read_subtask(task_id, sid)
+        if state is None or state.status != S.DISPATCHED:
+            return False
+        run = await self.store.read_run(task_id, sid, state.attempt)
+        if run is not None and run.finished is not None:
+            await self.finished(run.finished)
+        return run is not None
 
     # -- the end -------------------------------------------------------------------------
 

@@ -284,15 +284,11 @@ async def start_orchestrator(settings: Settings, config: HivebusConfig, url: str
     js = await jetstream(broker)
     publisher = Publisher(broker, settings.publish_timeout_s)
     notes = KvNoteWatch(await js.key_value(subjects.KNOWLEDGE_BUCKET), settings.handover_wait_s)
-    scheduler = Scheduler(
-        KvStore(await js.key_value(subjects.TASKS_BUCKET), settings.kv_cas_attempts, publisher),
-        publisher,
-        config,
-        notes,
-    )
-    dead_letters = WorkDeadLetters(
-        js, await js.key_value(subjects.RUNS_BUCKET), publisher, scheduler
-    )
+    runs = await js.key_value(subjects.RUNS_BUCKET)
+    tasks = await js.key_value(subjects.TASKS_BUCKET)
+    store = KvStore(tasks, settings.kv_cas_attempts, publisher, runs=runs)
+    scheduler = Scheduler(store, publisher, config, notes)
+    dead_letters = WorkDeadLetters(js, runs, publisher, scheduler)
     service = OrchestratorService(
         settings, scheduler, dead_letters, publisher, StreamDecisionLog(js)
     )

@@ -12,19 +12,20 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from hivebus.contracts import (
     SUBTASK_TERMINAL,
     ApprovalRecord,
     ApprovalStatus,
+    RunCheckpoint,
     SubTaskState,
     TaskFinished,
     TaskMeta,
     TaskSubmitted,
     subjects,
 )
-from hivebus.core import Publisher
+from hivebus.core import Publisher, get_logger
 from hivebus.core import kv as kvcas
 from hivebus.core.artifacts import offload
 
@@ -32,6 +33,8 @@ MetaChange = Callable[[TaskMeta | None], TaskMeta | None]
 """A pure change of a task's meta (see `changes`)."""
 SubTaskChange = Callable[[SubTaskState | None], SubTaskState | None]
 """A pure change of one sub-task's state (see `changes`)."""
+log = get_logger(__name__)
+
 RecordChange = Callable[[ApprovalRecord | None], ApprovalRecord | None]
 """A pure change of one approval's record (see `approvals`)."""
 
@@ -73,6 +76,10 @@ class StateStore(Protocol):
         """Tell the task's runs to stop at their next step boundary."""
         ...
 
+    async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
+        """The checkpoint of a sub-task's run (the agents write it), or None before it started."""
+        ...
+
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """Store the final event unless one is stored; return the stored one."""
         ...
@@ -109,14 +116,20 @@ class KvStore:
     """
 
     def __init__(
-        self, kv: KeyValue, cas_attempts: int = 50, publisher: Publisher | None = None
+        self,
+        kv: KeyValue,
+        cas_attempts: int = 50,
+        publisher: Publisher | None = None,
+        runs: KeyValue | None = None,
     ) -> None:
         """Use `kv`; bound compare-and-set retries by `cas_attempts`.
 
         With a `publisher`, a result too large for one message (a KV value is one) is kept
-        whole in its `artifacts` store and by reference here, as it is published.
+        whole in its `artifacts` store and by reference here, as it is published. `runs` is
+        the agents' checkpoint bucket, read (never written) when a task stops.
         """
         self.kv = kv
+        self.runs = runs
         self.attempts = cas_attempts
         self.cache = kvcas.WriteCache()
         self.publisher = publisher
@@ -190,6 +203,18 @@ class KvStore:
         """See `StateStore`: the key's presence is the signal agents look for."""
         await self.kv.put(subjects.cancel_key(task_id), b"1")
 
+    async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
+        """See `StateStore`: None without a `runs` bucket."""
+        if self.runs is None:
+            return None
+        key = subjects.checkpoint_key(task_id, subtask_id, attempt)
+        try:
+            value, _ = await kvcas.read(self.runs, key, RunCheckpoint)
+        except ValidationError as exc:  # damaged: as if the run had not started
+            log.warning("checkpoint_unreadable", key=key, error=str(exc))
+            return None
+        return value
+
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""
         if self.publisher is not None:
@@ -229,6 +254,7 @@ class MemoryStore:
         self.data: dict[str, BaseModel] = {}
         self.writes = 0
         self.cancelled: set[str] = set()
+        self.runs: dict[str, RunCheckpoint] = {}
 
     def _update(self, key: str, change: Callable[[Any], Any]) -> Any:
         current = self.data.get(key)
@@ -282,6 +308,10 @@ class MemoryStore:
     async def mark_cancelled(self, task_id: str) -> None:
         """See `StateStore`."""
         self.cancelled.add(task_id)
+
+    async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
+        """See `StateStore`: what a test put in `runs`."""
+        return self.runs.get(subjects.checkpoint_key(task_id, subtask_id, attempt))
 
     async def create_result(self, result: TaskFinished) -> TaskFinished:
         """See `StateStore`."""
