@@ -32,6 +32,8 @@ from hivebus.contracts import (
     Limits,
     NoteCommitted,
     Plan,
+    PlanReady,
+    PlanRejected,
     RefusalCode,
     RetryRecord,
     StepRecorded,
@@ -170,6 +172,15 @@ def _samples() -> list[Event]:
                 ),
             ],
         ),
+        PlanReady(
+            **common,
+            generation=1,
+            corrections=1,
+            plan=Plan.model_validate(
+                {"subtasks": [{"id": "draft", "role": "writer", "prompt": "Write it."}]}
+            ),
+        ),
+        PlanRejected(**common, attempt=1, errors=["unknown role 'analyst'"], retrying=True),
         BudgetWarning(
             **common, used_tokens=7_300, max_tokens=9_000, used_cost_usd=0.5, max_cost_usd=1.25
         ),

@@ -81,7 +81,7 @@ def test_parse_script_without_repeat_does_not_repeat() -> None:
     [
         ([], "must be a non-empty YAML list"),
         (None, "must be a non-empty YAML list"),
-        ({"text": "hi"}, "must be a non-empty YAML list"),
+        ({"text": "hi"}, "a mapping must be {cases: "),
         ("text: hi", "must be a non-empty YAML list"),
         ([{"then": "repeat"}], "`then: repeat` needs a turn before it"),
         (
@@ -307,3 +307,45 @@ def test_a_turn_may_make_several_tool_calls_with_distinct_ids() -> None:
     ]
     with pytest.raises(ScriptError, match="exactly one of"):
         parse_script([{"calls": [{"tool": "a"}], "text": "and an answer"}], "s.yaml")
+
+
+def _asked(prompt: str) -> ModelRequest:
+    return ModelRequest(system="sys", messages=[Message(role="user", text=prompt)])
+
+
+async def test_cases_choose_the_turns_by_the_first_prompt() -> None:
+    """A correction's prompt plays its own case; a first request plays the catch-all."""
+    script = parse_script(
+        {
+            "cases": [
+                {"when": "was not a valid plan", "turns": [{"text": "fixed"}]},
+                {"turns": [{"text": "first try"}]},
+            ]
+        },
+        "cases.yaml",
+    )
+    model = ScriptedModel(ROUTE, script)
+    assert (await model.complete(_asked("plan it"))).text == "first try"
+    assert (await model.complete(_asked("plan it; it was not a valid plan"))).text == "fixed"
+
+
+async def test_no_matching_case_is_a_clear_error() -> None:
+    """A prompt no case matches names the cases it looked for."""
+    script = parse_script({"cases": [{"when": "only this", "turns": [{"text": "x"}]}]}, "c.yaml")
+    with pytest.raises(ScriptError, match="no case matches the run's first prompt"):
+        await ScriptedModel(ROUTE, script).complete(_asked("something else"))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"turns": []}, "a mapping must be"),
+        ({"cases": [{"text": "x"}]}, "case 1: needs `turns`"),
+        ({"cases": [{"when": "", "turns": [{"text": "x"}]}]}, "`when` must be a non-empty text"),
+        ({"cases": [{"turns": [{"nope": 1}]}]}, "case 1, turn 1"),
+    ],
+)
+def test_bad_cases_are_rejected_naming_the_place(data: Any, expected: str) -> None:
+    """A malformed case says which one is wrong, and how."""
+    with pytest.raises(ScriptError, match=expected):
+        parse_script(data, "c.yaml")

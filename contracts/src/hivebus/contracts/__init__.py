@@ -27,6 +27,7 @@ from hivebus.contracts.errors import (
 from hivebus.contracts.events import (
     EVENT_MODELS,
     EVENTS_BY_KIND,
+    PLANNING_SUBTASK,
     BreakerChanged,
     BudgetWarning,
     CancelRequested,
@@ -34,6 +35,9 @@ from hivebus.contracts.events import (
     DeadlineReached,
     DependencyOutput,
     NoteCommitted,
+    PlanningInfo,
+    PlanReady,
+    PlanRejected,
     RetryRecord,
     StepRecorded,
     SubTaskAssigned,
@@ -49,7 +53,7 @@ from hivebus.contracts.limits import Limits, TaskBudget, Usage
 from hivebus.contracts.plan import MAX_SUBTASKS, Plan, SubTaskSpec
 from hivebus.contracts.runs import PendingApproval, RunCheckpoint, RunPhase
 from hivebus.contracts.schemas import json_schemas
-from hivebus.contracts.state import SubTaskState, TaskMeta
+from hivebus.contracts.state import PlanningState, SubTaskState, TaskMeta
 from hivebus.contracts.status import (
     SUBTASK_TERMINAL,
     SUBTASK_TRANSITIONS,
@@ -66,6 +70,7 @@ __all__ = [
     "EVENT_MODELS",
     "ID_PATTERN",
     "MAX_SUBTASKS",
+    "PLANNING_SUBTASK",
     "ROLE_PATTERN",
     "SCHEMA_VERSION",
     "SUBTASK_TERMINAL",
@@ -97,6 +102,10 @@ __all__ = [
     "NoteCommitted",
     "PendingApproval",
     "Plan",
+    "PlanReady",
+    "PlanRejected",
+    "PlanningInfo",
+    "PlanningState",
     "RefusalCode",
     "RetryRecord",
     "RoleName",

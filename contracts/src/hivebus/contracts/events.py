@@ -254,6 +254,45 @@ class SubTaskSummary(BaseModel):
     )
 
 
+PLANNING_SUBTASK = "hivebus-plan"
+"""The id of a task's planning sub-task (reserved: a plan may not use it)."""
+
+
+class PlanningInfo(BaseModel):
+    """Where a task's plan came from, and what making it took."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["given", "planned"] = Field(
+        default="given", description="`given` in the submission, or `planned` from its goal."
+    )
+    generation: int = Field(
+        default=1, ge=0, description="Plans accepted so far (0 while the first is being made)."
+    )
+    corrections: int = Field(
+        default=0, ge=0, description="Planner answers rejected and sent back with their errors."
+    )
+    revisions: int = Field(default=0, ge=0, description="Revised plans made after a failure.")
+
+
+class PlanReady(Event):
+    """A planner's plan passed every check: it is stored and its sub-tasks are dispatched."""
+
+    kind: Literal["plan_ready"] = "plan_ready"
+    generation: int = Field(ge=1, description="1 for the first plan of the task.")
+    plan: Plan
+    corrections: int = Field(ge=0, description="Answers rejected before this one.")
+
+
+class PlanRejected(Event):
+    """A planner's answer failed the plan checks: sent back with its errors, or the last one."""
+
+    kind: Literal["plan_rejected"] = "plan_rejected"
+    attempt: int = Field(ge=1, description="The planner attempt whose answer this was.")
+    errors: list[str] = Field(min_length=1, description="Every reason it is not a valid plan.")
+    retrying: bool = Field(description="True when the planner is asked again; False: the end.")
+
+
 class TaskFinished(Event):
     """The end of a task: status, final output, usage and a summary of every sub-task."""
 
@@ -270,6 +309,9 @@ class TaskFinished(Event):
         "event whole; `output` then holds a preview and `subtasks` only the ones that did not "
         "complete, as far as they fit.",
     )
+    planning: PlanningInfo = Field(
+        default_factory=PlanningInfo, description="Whether the plan was given or planned."
+    )
 
 
 EVENT_MODELS: tuple[type[Event], ...] = (
@@ -280,6 +322,8 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     StepRecorded,
     SubTaskFinished,
     TaskFinished,
+    PlanReady,
+    PlanRejected,
     BudgetWarning,
     BreakerChanged,
     CancelRequested,

@@ -6,6 +6,8 @@ Per task (keys in `subjects`):
     <task>.st.<id>     `SubTaskState`: one sub-task's status, satisfied dependencies, output
     <task>.result      the `TaskFinished` event, once the task is over
     <task>.ap.<id>     `ApprovalRecord`: one approval, pending or resolved (`approvals`)
+    <task>.planning    `PlanningState`: a goal-only task's planner attempts (planned tasks)
+    <task>.planned     the `TaskSubmitted` with the accepted plan (written once, planned tasks)
 
 Bitmaps are base64: setting a bit twice changes nothing, which is what makes replaying an
 event harmless.
@@ -20,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hivebus.contracts.approvals import ApprovalResolved, ApprovalSummary
+from hivebus.contracts.events import PlanningInfo
 from hivebus.contracts.limits import Usage
 from hivebus.contracts.status import SubTaskStatus, TaskStatus
 
@@ -57,6 +60,9 @@ class TaskMeta(BaseModel):
     reason: str = ""
     ending: TaskStatus | None = Field(
         default=None, description="Set by a cancel or the deadline: how the task will end."
+    )
+    planning: PlanningInfo = Field(
+        default_factory=PlanningInfo, description="Whether the plan was given or planned."
     )
 
     def is_finished(self, index: int) -> bool:
@@ -108,4 +114,24 @@ class SubTaskState(BaseModel):
     )
     ended_at: datetime | None = Field(
         default=None, description="When it reached its result (kept only while tracing)."
+    )
+
+
+class PlanningState(BaseModel):
+    """A goal-only task's planning: the planner's current attempt and what earlier ones got."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(default=1, ge=1, description="The planner attempt asked for now.")
+    status: SubTaskStatus = Field(
+        default=SubTaskStatus.PENDING, description="How the current attempt stands."
+    )
+    run_id: str | None = None
+    reason: str = ""
+    output: Any = Field(default=None, description="The current attempt's answer, once it came.")
+    usage: Usage = Field(
+        default_factory=Usage, description="What every finished attempt used, summed."
+    )
+    rejected: list[list[str]] = Field(
+        default_factory=list, description="The errors of each rejected answer, oldest first."
     )

@@ -28,6 +28,8 @@ from hivebus.contracts.events import (
     DeadLetter,
     DeadlineReached,
     NoteCommitted,
+    PlanReady,
+    PlanRejected,
     StepRecorded,
     SubTaskAssigned,
     SubTaskFinished,
@@ -105,6 +107,8 @@ class EventKind(StrEnum):
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_RESOLVED = "approval_resolved"
     APPROVAL_REFUSED = "approval_refused"
+    PLAN_READY = "plan_ready"
+    PLAN_REJECTED = "plan_rejected"
 
 
 RESULT_KINDS: tuple[EventKind, ...] = (
@@ -190,6 +194,16 @@ def subtask_key(task_id: str, subtask_id: str) -> str:
 def approval_key(task_id: str, approval: str) -> str:
     """Key of one approval's `ApprovalRecord` in the `tasks` bucket."""
     return f"{task_id}.ap.{approval}"
+
+
+def planning_key(task_id: str) -> str:
+    """Key of a goal-only task's `PlanningState` in the `tasks` bucket."""
+    return f"{task_id}.planning"
+
+
+def planned_key(task_id: str) -> str:
+    """Key of a planned task's submission with its accepted plan (written once)."""
+    return f"{task_id}.planned"
 
 
 def ledger_key(task_id: str) -> str:
@@ -361,6 +375,10 @@ def _event_id(event: Event) -> str:  # noqa: PLR0911, C901 - one return per kind
         return msg_id(task, "-", 0, "rejected")
     if isinstance(event, TaskFinished):
         return msg_id(task, "-", 0, "finished")
+    if isinstance(event, PlanReady):
+        return msg_id(task, "-", event.generation, "plan-ready")
+    if isinstance(event, PlanRejected):
+        return msg_id(task, "-", event.attempt, "plan-rejected")
     if isinstance(event, BudgetWarning):
         return msg_id(task, "-", 0, "budget-warning")  # once per task
     if isinstance(event, NoteCommitted) and event.write_id:
@@ -386,6 +404,8 @@ EVENTS_KINDS: dict[type[Event], EventKind] = {
     ApprovalRequested: EventKind.APPROVAL_REQUESTED,
     ApprovalResolved: EventKind.APPROVAL_RESOLVED,
     ApprovalRefused: EventKind.APPROVAL_REFUSED,
+    PlanReady: EventKind.PLAN_READY,
+    PlanRejected: EventKind.PLAN_REJECTED,
 }
 """Every event published on EVENTS, and the last token of its subject."""
 

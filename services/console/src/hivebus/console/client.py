@@ -353,6 +353,8 @@ class HiveClient:
         tasks = await js.key_value(subjects.TASKS_BUCKET)
         meta, _ = await kvcas.read(tasks, subjects.meta_key(task_id), TaskMeta)
         submission, _ = await kvcas.read(tasks, subjects.plan_key(task_id), TaskSubmitted)
+        if submission is not None and submission.plan is None:  # planned from its goal
+            submission, _ = await kvcas.read(tasks, subjects.planned_key(task_id), TaskSubmitted)
         states: list[SubTaskState] = []
         if submission is not None and submission.plan is not None:
             for spec in submission.plan.subtasks:

@@ -89,6 +89,7 @@ def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fal
                         "reason": meta.reason,
                         "finished": meta.finished,
                         "total": meta.total,
+                        "planning": meta.planning.model_dump(mode="json"),
                         "subtasks": [s.model_dump(mode="json") for s in states],
                         "result": result.model_dump(mode="json") if result else None,
                     }
@@ -100,6 +101,13 @@ def status(task_id: Annotated[str, typer.Argument()], json_out: JsonOption = Fal
                 f"task {task_id}: {meta.status.value} "
                 f"({meta.finished}/{meta.total} sub-tasks finished)"
             )
+            plan = meta.planning
+            if plan.source == "planned":
+                out.print(
+                    f"  plan: planned, generation {plan.generation}, "
+                    f"{plan.corrections} correction(s)"
+                    + (" (the planner is at work)" if plan.generation == 0 else "")
+                )
             for state in states:
                 out.print(f"  {state.id:24} {state.status.value:16} {state.reason}")
                 if state.pending_approvals:

@@ -26,6 +26,8 @@ from hivebus.contracts import (
     BreakerChanged,
     BudgetWarning,
     NoteCommitted,
+    PlanReady,
+    PlanRejected,
     StepRecorded,
     SubTaskFinished,
     SubTaskStarted,
@@ -110,11 +112,33 @@ def _task(event: TaskFinished) -> str:
     return f"[bold]task {event.task_id} {event.status.value}[/]: {event.reason}"
 
 
+def _plan(event: PlanReady) -> str:
+    """The plan a planner made: one line per sub-task, with what it waits for."""
+    fixed = f" after {event.corrections} correction{'s' * (event.corrections != 1)}"
+    lines = [
+        f"[bold]plan {event.generation} ready[/] ({len(event.plan.subtasks)} sub-tasks"
+        + (fixed if event.corrections else "")
+        + ")"
+    ]
+    for spec in event.plan.subtasks:
+        after = f" after {', '.join(spec.depends_on)}" if spec.depends_on else ""
+        lines.append(f"  - {spec.id} ({spec.role}){after}: {spec.prompt}")
+    return "\n".join(lines)
+
+
+def _plan_rejected(event: PlanRejected) -> str:
+    then = "sent back to the planner" if event.retrying else "no more corrections"
+    errors = "".join(f"\n      - {error}" for error in event.errors)
+    return f"[yellow]plan rejected[/] (answer {event.attempt}, {then}):{errors}"
+
+
 def _note(event: NoteCommitted) -> str:
     return f"[blue]✎[/] {event.path} committed by {event.author} ({event.commit[:8]})"
 
 
 _LINES: dict[type[BaseModel], Callable[[Any], str]] = {
+    PlanReady: _plan,
+    PlanRejected: _plan_rejected,
     NoteCommitted: _note,
     SubTaskStarted: _started,
     StepRecorded: _step,
@@ -137,7 +161,9 @@ def progress_line(event: BaseModel) -> str | None:
 
 def summary_table(result: TaskFinished) -> Table:
     """Per-sub-task status, reason, usage."""
-    table = Table(title=f"task {result.task_id}: {result.status.value}")
+    planned = result.planning.source == "planned"
+    how = f", planned ({result.planning.corrections} corrections)" if planned else ""
+    table = Table(title=f"task {result.task_id}: {result.status.value}{how}")
     for column in ("sub-task", "role", "status", "reason", "tokens", "steps", "tools", "wall s"):
         table.add_column(column)
     for sub in result.subtasks:

@@ -28,6 +28,11 @@ class RoleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     system: str = Field(description="System prompt.")
+    description: str = Field(
+        default="",
+        max_length=2000,
+        description="What the role is for, in a sentence: what a planner reads to choose it.",
+    )
     model: str | list[str] = Field(
         description="Model route (`anthropic:NAME`, `scripted:FILE`), or a list: the primary "
         "first, then fallbacks tried when it is unavailable."
@@ -128,6 +133,23 @@ class Price(BaseModel):
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
+class PlanningConfig(BaseModel):
+    """How a task submitted with a goal and no plan is planned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(default="planner", description="The role whose agent writes plans.")
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Rejected plans sent back with their errors."
+    )
+    max_subtasks: int = Field(
+        default=50, ge=1, le=10_000, description="The most sub-tasks a planned plan may have."
+    )
+    max_depth: int = Field(
+        default=10, ge=1, le=10_000, description="The longest dependency chain it may have."
+    )
+
+
 class HivebusConfig(BaseModel):
     """The whole configuration file, with relative paths resolved against `base_dir`."""
 
@@ -148,6 +170,9 @@ class HivebusConfig(BaseModel):
     python_paths: list[str] = Field(
         default_factory=list,
         description="Directories (relative to this file) added to the import path for tools.",
+    )
+    planning: PlanningConfig = Field(
+        default_factory=PlanningConfig, description="Planning a task from its goal alone."
     )
 
     def workspace_dir(self) -> Path:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from hivebus.contracts import (
+    PLANNING_SUBTASK,
     SUBTASK_TERMINAL,
     ApprovalResolved,
     DeadLetter,
@@ -40,6 +41,7 @@ from hivebus.core import Clock, EventSink, HivebusConfig, SystemClock, get_logge
 from hivebus.orchestrator import approvals, changes, tracing
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.handover import NoteWatch, hand_over, is_large, output_note
+from hivebus.orchestrator.planning import Planner, planner_usage
 from hivebus.orchestrator.state import StateStore
 from hivebus.orchestrator.summary import summarize, summary_note
 from hivebus.orchestrator.validation import validate_submission
@@ -88,6 +90,7 @@ class Scheduler:
         self.notes = notes
         self.clock = clock or SystemClock()
         self.graphs = GraphCache(256)
+        self.planner = Planner(store, events, config, self.clock, self._start)
 
     # -- submissions ---------------------------------------------------------------------
 
@@ -100,6 +103,9 @@ class Scheduler:
         stored = await self.store.create_plan(submission)
         if stored.event_id != submission.event_id:
             log.info("duplicate_submission", task_id=task_id, kept=stored.event_id)
+        if stored.plan is None:
+            await self.planner.start(stored)
+            return
         graph = self._remember(stored)
         start = changes.start_task(task_id, graph.size, self.clock.now())
         meta = await self.store.update_meta(task_id, start)
@@ -108,6 +114,12 @@ class Scheduler:
         deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
         with tracing.under(stored):
             await self.events.publish(DeadlineReached(task_id=task_id, deadline=deadline))
+        await self._start(stored)
+
+    async def _start(self, stored: TaskSubmitted) -> None:
+        """Dispatch the roots of an accepted plan (again after a redelivery: once each)."""
+        task_id = stored.task_id
+        graph = self._remember(stored)
 
         async def dispatch_root(root: str) -> None:
             # Read first: a repeated submission (or its redelivery) dispatches no root twice.
@@ -131,6 +143,8 @@ class Scheduler:
         if cached is not None:
             return cached
         submission = await self.store.load_plan(task_id)
+        if submission is not None and submission.plan is None:
+            submission = await self.store.load_planned(task_id)  # planned from its goal
         if submission is None or submission.plan is None:
             return None
         return submission, self._remember(submission)
@@ -211,6 +225,9 @@ class Scheduler:
 
     async def started(self, event: SubTaskStarted) -> None:
         """A run began: `dispatched -> running` (ignored if stale or already further)."""
+        if event.subtask_id == PLANNING_SUBTASK:
+            await self.planner.started(event)
+            return
         loaded = await self.load(event.task_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             return
@@ -221,6 +238,11 @@ class Scheduler:
 
     async def finished(self, event: SubTaskFinished) -> None:
         """Apply a terminal result once, then unblock or block dependents, then maybe finish."""
+        if event.subtask_id == PLANNING_SUBTASK:
+            goal = await self.store.load_plan(event.task_id)
+            if goal is not None and goal.plan is None:
+                await self.planner.finished(goal, event)
+            return
         loaded = await self.load(event.task_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             log.warning(
@@ -310,6 +332,10 @@ class Scheduler:
         """
         loaded = await self.load(task_id)
         if loaded is None:
+            goal = await self.store.load_plan(task_id)
+            if goal is not None and goal.plan is None:  # still planning
+                await self.planner.stop(goal, ending, reason)
+                return
             log.warning("stop_for_unknown_task", task_id=task_id)
             return
         submission, graph = loaded
@@ -373,8 +399,13 @@ class Scheduler:
                 await self.store.read_subtask(task_id, sid) or changes.pending(sid, spec.role)
                 for sid, spec in graph.specs.items()
             ]
+            summary = summarize(task_id, graph, states, meta, self.clock)
+            usage = summary.usage
+            if meta.planning.source == "planned":  # the planner's runs count too
+                planning = planner_usage(await self.store.read_planning(task_id))
+                usage = usage.plus(planning).model_copy(update={"wall_s": usage.wall_s})
             result = await self.store.create_result(
-                summarize(task_id, graph, states, meta, self.clock)
+                summary.model_copy(update={"usage": usage, "planning": meta.planning})
             )
             tracing.record(submission, graph, states, meta, result)
             if result.status == TaskStatus.TIMEOUT and result.output is None:

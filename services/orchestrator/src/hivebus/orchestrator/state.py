@@ -18,6 +18,7 @@ from hivebus.contracts import (
     SUBTASK_TERMINAL,
     ApprovalRecord,
     ApprovalStatus,
+    PlanningState,
     RunCheckpoint,
     SubTaskState,
     TaskFinished,
@@ -35,6 +36,8 @@ SubTaskChange = Callable[[SubTaskState | None], SubTaskState | None]
 """A pure change of one sub-task's state (see `changes`)."""
 log = get_logger(__name__)
 
+PlanningChange = Callable[[PlanningState | None], PlanningState | None]
+"""A pure change of a goal-only task's planning (see `planning`)."""
 RecordChange = Callable[[ApprovalRecord | None], ApprovalRecord | None]
 """A pure change of one approval's record (see `approvals`)."""
 
@@ -74,6 +77,22 @@ class StateStore(Protocol):
 
     async def mark_cancelled(self, task_id: str) -> None:
         """Tell the task's runs to stop at their next step boundary."""
+        ...
+
+    async def read_planning(self, task_id: str) -> PlanningState | None:
+        """A goal-only task's planning state, or None before planning began."""
+        ...
+
+    async def update_planning(self, task_id: str, change: PlanningChange) -> PlanningState | None:
+        """Apply `change` to the planning state; return the state now."""
+        ...
+
+    async def create_planned(self, submission: TaskSubmitted) -> TaskSubmitted:
+        """Store the submission with its accepted plan once; return the stored one."""
+        ...
+
+    async def load_planned(self, task_id: str) -> TaskSubmitted | None:
+        """The submission with its accepted plan, or None while it is being planned."""
         ...
 
     async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
@@ -203,6 +222,30 @@ class KvStore:
         """See `StateStore`: the key's presence is the signal agents look for."""
         await self.kv.put(subjects.cancel_key(task_id), b"1")
 
+    async def read_planning(self, task_id: str) -> PlanningState | None:
+        """See `StateStore`."""
+        value, _ = await kvcas.read(self.kv, subjects.planning_key(task_id), PlanningState)
+        return value
+
+    async def update_planning(self, task_id: str, change: PlanningChange) -> PlanningState | None:
+        """See `StateStore`."""
+        value: PlanningState | None = await self._update(
+            subjects.planning_key(task_id), PlanningState, change
+        )
+        return value
+
+    async def create_planned(self, submission: TaskSubmitted) -> TaskSubmitted:
+        """See `StateStore`."""
+        key = subjects.planned_key(submission.task_id)
+        stored: TaskSubmitted = await self._create_once(key, submission, TaskSubmitted)
+        return stored
+
+    async def load_planned(self, task_id: str) -> TaskSubmitted | None:
+        """See `StateStore`: answered from the cache once read (it never changes)."""
+        key = subjects.planned_key(task_id)
+        value, _ = await kvcas.read(self.kv, key, TaskSubmitted, self.cache, _always)
+        return value
+
     async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
         """See `StateStore`: None without a `runs` bucket."""
         if self.runs is None:
@@ -308,6 +351,27 @@ class MemoryStore:
     async def mark_cancelled(self, task_id: str) -> None:
         """See `StateStore`."""
         self.cancelled.add(task_id)
+
+    async def read_planning(self, task_id: str) -> PlanningState | None:
+        """See `StateStore`."""
+        value = self.data.get(subjects.planning_key(task_id))
+        return value if isinstance(value, PlanningState) else None
+
+    async def update_planning(self, task_id: str, change: PlanningChange) -> PlanningState | None:
+        """See `StateStore`."""
+        value: PlanningState | None = self._update(subjects.planning_key(task_id), change)
+        return value
+
+    async def create_planned(self, submission: TaskSubmitted) -> TaskSubmitted:
+        """See `StateStore`."""
+        key = subjects.planned_key(submission.task_id)
+        stored: TaskSubmitted = self._update(key, lambda cur: submission if cur is None else None)
+        return stored
+
+    async def load_planned(self, task_id: str) -> TaskSubmitted | None:
+        """See `StateStore`."""
+        value = self.data.get(subjects.planned_key(task_id))
+        return value if isinstance(value, TaskSubmitted) else None
 
     async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
         """See `StateStore`: what a test put in `runs`."""

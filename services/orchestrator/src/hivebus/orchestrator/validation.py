@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from hivebus.contracts import (
     MAX_SUBTASKS,
+    PLANNING_SUBTASK,
     Limits,
     TaskBudget,
     TaskSubmitted,
@@ -133,6 +134,8 @@ def _semantic_errors(
         where = f"plan.subtasks.{index}" + (f" ({sid})" if isinstance(sid, str) else "")
         deps = raw.get("depends_on") or []
         deps = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+        if sid == PLANNING_SUBTASK:
+            errors.append(f"{where}: the sub-task id {sid!r} is reserved for planning")
         if isinstance(sid, str):
             if sid in edges:
                 errors.append(f"{where}: duplicate sub-task id {sid!r}")
@@ -188,10 +191,11 @@ def validate_submission(raw: Any, config: HivebusConfig) -> tuple[TaskSubmitted 
             budget = None
     plan = raw.get("plan")
     if plan is None:
-        errors.append(
-            "plan: missing; automatic planning (a `planner` sub-task) is not available yet, "
-            "so submit an explicit plan"
-        )
+        if config.planning.role not in config.roles:
+            errors.append(
+                f"plan: missing, and no {config.planning.role!r} role is configured to plan "
+                "from the goal (planning.role): submit an explicit plan or configure one"
+            )
     elif isinstance(plan, dict) and isinstance(plan.get("subtasks"), list | tuple):
         subtasks = list(plan["subtasks"])
         if len(subtasks) <= MAX_SUBTASKS:

@@ -11,6 +11,10 @@ Entries:
     {then: repeat}                 as the last entry: repeat the entry before it forever
 Any entry may carry `usage: {input_tokens, output_tokens}` and `delay_s` (answer that late).
 
+Or, instead of one list, a mapping `{cases: [{when: TEXT, turns: [...]}, ...]}`: a run plays
+the turns of the first case whose `when` its first prompt contains (a case without `when`
+matches any), so one file can answer a first request and its correction differently.
+
 The turn played is chosen by how many assistant turns the conversation already has, so a
 resumed run continues where it was; error entries before a turn fail that many calls first.
 """
@@ -94,6 +98,9 @@ class Script(BaseModel):
 
     slots: list[Slot]
     repeat: ScriptTurn | None = None
+    cases: list[tuple[str | None, Script]] = Field(
+        default_factory=list, description="Scripts chosen by the run's first prompt."
+    )
 
     @property
     def turns(self) -> list[ScriptTurn]:
@@ -101,10 +108,28 @@ class Script(BaseModel):
         return [slot.response for slot in self.slots if slot.response is not None]
 
 
+def _parse_cases(data: dict[str, Any], source: str) -> Script:
+    cases = data.get("cases")
+    if set(data) != {"cases"} or not isinstance(cases, list) or not cases:
+        raise ScriptError(f"script {source}: a mapping must be {{cases: [{{when, turns}}, ...]}}")
+    parsed: list[tuple[str | None, Script]] = []
+    for index, case in enumerate(cases, start=1):
+        where = f"{source}, case {index}"
+        if not isinstance(case, dict) or not set(case) <= {"when", "turns"} or "turns" not in case:
+            raise ScriptError(f"script {where}: needs `turns` and may have `when`, nothing else")
+        when = case.get("when")
+        if when is not None and (not isinstance(when, str) or not when):
+            raise ScriptError(f"script {where}: `when` must be a non-empty text")
+        parsed.append((when, parse_script(case["turns"], where)))
+    return Script(slots=[], cases=parsed)
+
+
 def parse_script(data: Any, source: str) -> Script:
     """Validate script data; raise `ScriptError` that names the entry at fault."""
+    if isinstance(data, dict):
+        return _parse_cases(data, source)
     if not isinstance(data, list) or not data:
-        raise ScriptError(f"script {source} must be a non-empty YAML list of turns")
+        raise ScriptError(f"script {source} must be a non-empty YAML list of turns (or cases)")
     repeat = data[-1] == {"then": "repeat"}
     entries = data[:-1] if repeat else data
     if repeat and not entries:
@@ -144,23 +169,35 @@ class ScriptedModel:
         """Serve `script` under the name `route`."""
         self.route = route
         self.script = script
-        self._calls_at: dict[int, int] = {}
+        self._calls_at: dict[tuple[int, int], int] = {}
+
+    def _choose(self, request: ModelRequest) -> tuple[int, Script]:
+        """The script this run plays: the only one, or the first case its prompt matches."""
+        if not self.script.cases:
+            return 0, self.script
+        prompt = next((m.text or "" for m in request.messages if m.role == "user"), "")
+        for index, (when, script) in enumerate(self.script.cases, start=1):
+            if when is None or when in prompt:
+                return index, script
+        wanted = ", ".join(repr(when) for when, _ in self.script.cases)
+        raise ScriptError(f"{self.route}: no case matches the run's first prompt (cases: {wanted})")
 
     def _next(self, request: ModelRequest, *, consume: bool) -> ScriptTurn:
+        case, script = self._choose(request)
         position = sum(1 for m in request.messages if m.role == "assistant")
-        calls = self._calls_at.get(position, 0)
+        calls = self._calls_at.get((case, position), 0)
         if consume:
-            self._calls_at[position] = calls + 1
-        if position < len(self.script.slots):
-            slot = self.script.slots[position]
+            self._calls_at[case, position] = calls + 1
+        if position < len(script.slots):
+            slot = script.slots[position]
             if calls < len(slot.errors):
                 return slot.errors[calls]
             if slot.response is not None:
                 return slot.response
-        if self.script.repeat is not None:
-            return self.script.repeat
+        if script.repeat is not None:
+            return script.repeat
         raise ScriptError(
-            f"{self.route} has {len(self.script.slots)} turns and the run asked for turn "
+            f"{self.route} has {len(script.slots)} turns and the run asked for turn "
             f"{position + 1}; add turns or end the script with `then: repeat`"
         )
 
