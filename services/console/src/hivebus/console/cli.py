@@ -2,7 +2,7 @@
 
 Commands that run services here live in `local`, commands that talk to a running hivebus in
 `remote`, the approval commands in `approval_commands`, the DLQ and knowledge-store groups in
-`dlq` and `kb`.
+`dlq` and `kb`, the dashboard in `dashboard.command`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import typer
 from hivebus.agent.startup import build_agent_broker
 from hivebus.console import approval_commands, local, remote, stats_command
 from hivebus.console import demo as demo_assets
+from hivebus.console.dashboard.command import dashboard
 from hivebus.console.dlq import dlq_app
 from hivebus.console.kb import kb_app
 from hivebus.console.local import Service
@@ -35,6 +36,7 @@ app.command()(local.run)
 app.command()(local.demo)
 app.command()(local.up)
 app.command()(local.serve)
+app.command()(dashboard)
 app.command()(remote.submit)
 app.command()(remote.watch)
 app.command()(remote.status)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic import BaseModel
@@ -19,6 +18,8 @@ from hivebus.agent.startup import start_agent
 from hivebus.console import demo as demo_assets
 from hivebus.console.approval_commands import ApproverOption, approver_or_exit
 from hivebus.console.client import HiveClient
+from hivebus.console.dashboard.command import announce, serve_until_signal, until_signal
+from hivebus.console.dashboard.server import DashboardBindError, DashboardServer
 from hivebus.console.demo_approval import DemoAnswer, DemoApprover, outbox_lines
 from hivebus.console.options import (
     EXIT_USAGE,
@@ -31,10 +32,9 @@ from hivebus.console.options import (
     settings_from_env,
     url_or_exit,
 )
-from hivebus.console.render import follow_to_end, report, stderr_console
-from hivebus.console.stack import LocalStack, provision_all
-from hivebus.contracts import TaskFinished, TaskRejected
-from hivebus.core import HivebusConfig, Settings, telemetry
+from hivebus.console.render import report, stderr_console
+from hivebus.console.stack import Decider, LocalStack, provision_all, run_local
+from hivebus.core import telemetry
 from hivebus.knowledge.repo import GitRepo
 from hivebus.knowledge.service import start_knowledge
 from hivebus.orchestrator.service import start_orchestrator
@@ -48,6 +48,7 @@ class Scenario(StrEnum):
     HAPPY = "happy"
     FAILURE = "failure"
     APPROVAL = "approval"
+    PLANNED = "planned"
 
 
 SCENARIO_CONFIGS: dict[Scenario, str] = {Scenario.APPROVAL: "hivebus-approval.yaml"}
@@ -60,10 +61,7 @@ class Service(StrEnum):
     ORCHESTRATOR = "orchestrator"
     AGENT = "agent"
     KNOWLEDGE = "knowledge"
-
-
-Decider = Callable[[HiveClient], Callable[[BaseModel], Awaitable[None]]]
-"""Given the client, what sees every event of the task (the approval demo's person)."""
+    DASHBOARD = "dashboard"
 
 
 def _demo_person(console: Console, answer: DemoAnswer | None, by: str) -> Decider:
@@ -74,32 +72,6 @@ def _demo_person(console: Console, answer: DemoAnswer | None, by: str) -> Decide
         return DemoApprover(client, console, answer=answer, interactive=interactive, by=by).on_event
 
     return person
-
-
-async def _run_local(
-    body: dict[str, Any],
-    *,
-    settings: Settings,
-    config: HivebusConfig,
-    data_dir: Path | None,
-    timeout_s: float,
-    decider: Decider | None = None,
-) -> TaskFinished | TaskRejected:
-    console = stderr_console()
-    async with (
-        LocalStack(settings, config, data_dir=data_dir) as stack,
-        HiveClient(stack.url, settings) as client,
-    ):
-        task_id = await client.submit(body)
-        console.print(f"submitted task [bold]{task_id}[/] on {stack.url}")
-        return await follow_to_end(
-            client,
-            task_id,
-            console,
-            timeout_s,
-            nats_url=stack.url,
-            on_event=decider(client) if decider is not None else None,
-        )
 
 
 def run(  # noqa: PLR0917 - typer maps each parameter to an option
@@ -119,7 +91,7 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an option
     cfg = config_or_exit(config, settings)
     body = plan_or_exit(plan)
     result = asyncio.run(
-        _run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=timeout)
+        run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=timeout)
     )
     raise typer.Exit(report(result, json_out=json_out))
 
@@ -129,7 +101,8 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
         Scenario,
         typer.Option(
             help="happy: everything completes; failure: one researcher gets stuck; "
-            "approval: an email waits for a person's approval."
+            "approval: an email waits for a person's approval; planned: a goal alone, "
+            "planned by the planner role (one mistake corrected), then run."
         ),
     ] = Scenario.HAPPY,
     approve: Annotated[
@@ -145,6 +118,19 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     ] = DEFAULT_DEMO_MODEL,
     data_dir: DataDirOption = None,
     by: ApproverOption = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Serve the dashboard too, print its URL, keep everything up until Ctrl-C.",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="The dashboard's port (default $HIVEBUS_DASHBOARD_PORT, 8700)."
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Three parallel research sub-tasks, a synthesis of them, a review of it.
@@ -152,6 +138,7 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     With `--scenario approval`, an email that waits for a person instead:
     y/n/m on a terminal, or as `--approve yes|no|modify` says.
     `--data-dir` keeps the workspace (and its outbox) there too.
+    With `--dashboard` (and no `--approve`), the approval is answered in the browser.
 
     Needs no API key: without ANTHROPIC_API_KEY every agent uses a scripted model.
     With a key, the agents use Claude (`--model`).
@@ -163,7 +150,7 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     console = stderr_console()
     decider = (
         _demo_person(console, approve, approver_or_exit(by))
-        if scenario == Scenario.APPROVAL
+        if scenario == Scenario.APPROVAL and not (dashboard and approve is None)
         else None
     )
     with tempfile.TemporaryDirectory(prefix="hivebus-demo-") as tmp:
@@ -183,20 +170,25 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
                     }
                 }
             )
-            for sub in body["plan"]["subtasks"]:
+            for sub in (body.get("plan") or {}).get("subtasks", []):
                 sub.pop("model", None)
         else:
             console.print(
                 "No ANTHROPIC_API_KEY: the agents use scripted models (no API calls, no cost)."
             )
         result = asyncio.run(
-            _run_local(
+            run_local(
                 body,
                 settings=settings,
                 config=cfg,
                 data_dir=data_dir,
                 timeout_s=600.0,
                 decider=decider,
+                dashboard_port=(
+                    (settings.dashboard_port if dashboard_port is None else dashboard_port)
+                    if dashboard
+                    else None
+                ),
             )
         )
         history = GitRepo(knowledge).log(limit=20) if (knowledge / ".git").exists() else []
@@ -209,42 +201,63 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     raise typer.Exit(report(result, json_out=json_out))
 
 
-async def _until_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 def up(
-    config: ConfigOption = None, data_dir: DataDirOption = None, verbose: VerboseOption = False
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    dashboard: Annotated[
+        bool, typer.Option(help="Serve the dashboard too (HIVEBUS_DASHBOARD_HOST/PORT).")
+    ] = True,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Run every service until Ctrl-C (embedded nats-server unless HIVEBUS_NATS_URL is set)."""
+    """Run every service and the dashboard until Ctrl-C.
+
+    The nats-server is embedded unless HIVEBUS_NATS_URL is set. A dashboard port in use is
+    reported and the rest runs without it.
+    """
     settings = settings_from_env(verbose=verbose, quiet_default=False)
     cfg = config_or_exit(config, settings)
 
     async def main() -> None:
+        console = stderr_console()
         async with LocalStack(settings, cfg, data_dir=data_dir) as stack:
-            stderr_console().print(
+            console.print(
                 f"hivebus is up on {stack.url} (roles: {', '.join(sorted(cfg.roles))}); "
                 "Ctrl-C stops"
             )
-            await _until_signal()
+            if not dashboard:
+                await until_signal()
+                return
+            try:
+                async with DashboardServer(settings, stack.url) as board:
+                    announce(console, board, settings)
+                    await until_signal()
+            except DashboardBindError as exc:
+                console.print(f"[yellow]no dashboard:[/] {exc}", soft_wrap=True)
+                await until_signal()
 
     asyncio.run(main())
 
 
 def serve(
-    service: Annotated[Service, typer.Argument(help="orchestrator, agent or knowledge")],
+    service: Annotated[Service, typer.Argument(help="orchestrator, agent, knowledge or dashboard")],
     role: Annotated[str | None, typer.Option(help="The agent's role (agent only).")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run one service against HIVEBUS_NATS_URL until SIGINT/SIGTERM (as a container runs it).
 
-    The knowledge service keeps its repository in HIVEBUS_KNOWLEDGE_DIR.
+    The knowledge service keeps its repository in HIVEBUS_KNOWLEDGE_DIR; the dashboard
+    listens on HIVEBUS_DASHBOARD_HOST:HIVEBUS_DASHBOARD_PORT and needs no configuration file.
     """
     settings = settings_from_env(quiet_default=False)
+    if service == Service.DASHBOARD:
+        url = url_or_exit(settings)
+
+        async def dashboard_main() -> None:
+            await provision_all(url, settings, [])
+            await serve_until_signal(settings, url, None, None)
+
+        asyncio.run(dashboard_main())
+        return
     cfg = config_or_exit(config, settings)
     url = url_or_exit(settings)
     if service == Service.AGENT and (role is None or role not in cfg.roles):
@@ -267,7 +280,7 @@ def serve(
             assert role is not None  # noqa: S101 - checked above
             broker = await start_agent(settings, cfg, role, url)
         try:
-            await _until_signal()
+            await until_signal()
         finally:
             await broker.stop()
             tracing.shutdown()  # export what is buffered before the process ends

@@ -1,17 +1,27 @@
-"""Run hivebus locally: an embedded (or configured) nats-server, the orchestrator, every role."""
+"""Run hivebus locally: an embedded (or configured) nats-server, the orchestrator, every role.
+
+`run_local` runs one task on such a stack (`run`, `demo`), beside a dashboard when asked.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from faststream.nats import NatsBroker
+from pydantic import BaseModel
 
 from hivebus.agent.startup import start_agent
+from hivebus.console.client import HiveClient
+from hivebus.console.dashboard.command import announce, until_signal
+from hivebus.console.dashboard.server import DashboardServer
+from hivebus.console.render import follow_to_end, stderr_console
+from hivebus.contracts import TaskFinished, TaskRejected
 from hivebus.core import (
     EmbeddedNats,
     HivebusConfig,
@@ -126,3 +136,57 @@ class LocalStack:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+@contextlib.asynccontextmanager
+async def dashboard_beside(
+    settings: Settings, url: str, port: int | None
+) -> AsyncIterator[DashboardServer | None]:
+    """A dashboard of the bus at `url` on `port` while in the block; nothing when `port` is None."""
+    if port is None:
+        yield None
+        return
+    async with DashboardServer(settings, url, port=port) as board:
+        yield board
+
+
+Decider = Callable[[HiveClient], Callable[[BaseModel], Awaitable[None]]]
+"""Given the client, what sees every event of the task (the approval demo's person)."""
+
+
+async def run_local(
+    body: dict[str, Any],
+    *,
+    settings: Settings,
+    config: HivebusConfig,
+    data_dir: Path | None,
+    timeout_s: float,
+    decider: Decider | None = None,
+    dashboard_port: int | None = None,
+) -> TaskFinished | TaskRejected:
+    """Run one task on a local stack; with `dashboard_port`, beside a dashboard kept up after."""
+    console = stderr_console()
+    async with (
+        LocalStack(settings, config, data_dir=data_dir) as stack,
+        dashboard_beside(settings, stack.url, dashboard_port) as board,
+        HiveClient(stack.url, settings) as client,
+    ):
+        if board is not None:
+            announce(console, board, settings)
+            await board.wait_ready(30.0)
+        task_id = await client.submit(body)
+        console.print(f"submitted task [bold]{task_id}[/] on {stack.url}")
+        if board is not None:
+            console.print(f"follow it at {board.url}#/tasks/{task_id}", soft_wrap=True)
+        result = await follow_to_end(
+            client,
+            task_id,
+            console,
+            timeout_s,
+            nats_url=stack.url,
+            on_event=decider(client) if decider is not None else None,
+        )
+        if board is not None:
+            console.print(f"the dashboard stays up on {board.url}; Ctrl-C stops", soft_wrap=True)
+            await until_signal()
+        return result

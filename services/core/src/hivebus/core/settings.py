@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -93,6 +93,25 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Window in which a repeated `Nats-Msg-Id` is dropped."
     )
 
+    dashboard_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the dashboard listens on; loopback unless told otherwise.",
+    )
+    dashboard_port: int = Field(
+        default=8700, ge=0, le=65535, description="The dashboard's port (0: any free port)."
+    )
+    dashboard_token: SecretStr | None = Field(
+        default=None,
+        description="When set, every dashboard API request needs it (`Authorization: Bearer`); "
+        "required for decisions and replays when the dashboard listens off loopback.",
+    )
+    trace_url: str | None = Field(
+        default=None,
+        description="Link from a task's page to its trace, a template with `{trace_id}` "
+        "(e.g. `http://localhost:16686/trace/{trace_id}`); no link when unset.",
+    )
+
     # OpenTelemetry: the standard variables, read here once (the exporters read the rest).
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
@@ -138,3 +157,13 @@ class Settings(BaseSettings):
         description="Put prompts, completions, tool arguments and results on spans "
         "(off: they can hold personal data).",
     )
+
+    @field_validator("trace_url")
+    @classmethod
+    def _trace_url_has_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and "{trace_id}" not in value:
+            raise ValueError(
+                f"HIVEBUS_TRACE_URL {value!r} has no `{{trace_id}}`: write where the trace id "
+                "goes, e.g. http://localhost:16686/trace/{trace_id}"
+            )
+        return value
