@@ -556,3 +556,17 @@ async def test_usage_per_call_comes_from_the_model(workspace: Path) -> None:
         TurnUsage(input_tokens=7, output_tokens=1),
         TurnUsage(input_tokens=11, output_tokens=2),
     ]
+
+
+async def test_steps_record_duration_tier_and_what_the_runtime_told_the_model(
+    workspace: Path,
+) -> None:
+    """A step says how long it took, a tool step its tier, a model step the warnings it carried."""
+    run = await run_agent(scripted(TOOL_LOOP), workspace, limits=Limits(max_steps=10))
+    assert run.outcome.status is SubTaskStatus.LOOP_DETECTED
+    assert all(e.duration_s is not None and e.duration_s >= 0 for e in run.steps)
+    tools = [e for e in run.steps if e.step_kind == "tool"]
+    assert {e.tier for e in tools} == {"read"}
+    assert all(e.tier is None for e in run.steps if e.step_kind == "model")
+    told = [n for e in run.steps if e.step_kind == "model" for n in e.notes]
+    assert any(n.startswith("told the model:") and "twice in a row" in n for n in told), told

@@ -134,6 +134,12 @@ class StepRecorded(Event):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage, description="Usage of this step alone.")
     retries: list[RetryRecord] = Field(default_factory=list, description="Attempts retried.")
+    duration_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long the model call or tool call took, retries included.",
+    )
+    tier: str | None = Field(default=None, description="A tool step's tier (`read`, ...).")
     notes: list[str] = Field(
         default_factory=list,
         description="What the runtime did around the call: fallbacks, warnings to the model.",

@@ -26,10 +26,11 @@ waits for people (`approvals.py`), `finished` once the service decided the termi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hivebus.agent.answers import parse_output, runtime_note
+from hivebus.agent.answers import RUNTIME_PREFIX, parse_output, runtime_note
 from hivebus.agent.approvals import RunPaused, unresolved, waiting
 from hivebus.agent.checkpoint import CheckpointUnavailableError, RunFencedError
 from hivebus.agent.errors import AgentError
@@ -270,6 +271,20 @@ class AgentLoop:
         await self._save()
         return None
 
+    def _told(self) -> list[str]:
+        """The runtime's notes this call brings the model, for the step's record.
+
+        Limit and loop warnings and output corrections: those after the model's latest answer.
+        """
+        told: list[str] = []
+        for message in reversed(self.state.messages):
+            if message.role == "assistant":
+                break
+            text = message.text or ""
+            if message.role == "user" and text.startswith(RUNTIME_PREFIX):
+                told.append("told the model: " + text.removeprefix(RUNTIME_PREFIX).strip())
+        return told[::-1]
+
     def _warn_near_limits(self) -> None:
         fresh, note = wrap_up(self.limits, self.state.usage, self._wall(), self.state.soft_warned)
         if fresh:
@@ -331,8 +346,10 @@ class AgentLoop:
         if with_tools:  # the last turn, at a limit, is not worth a person's time
             await self.spend.check(request)
         step = ModelStep()
+        told = self._told()
         response: ModelResponse | None = None
         error: str | None = None
+        began = time.monotonic()
         try:
             response = await self.ctx.caller.call(request, self._time_left, step)
         except WallClockExceededError:
@@ -359,7 +376,8 @@ class AgentLoop:
                 error=error,
                 usage=own,
                 retries=step.retries,
-                notes=step.notes,
+                notes=[*told, *step.notes],
+                duration_s=time.monotonic() - began,
             )
         self.state.model = step.route  # the model that gave the latest answer
         if not with_tools and response.tool_calls:

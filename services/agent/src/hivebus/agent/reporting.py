@@ -61,6 +61,8 @@ class StepReporter:
         usage: Usage,
         retries: list[RetryRecord],
         notes: list[str] | None = None,
+        duration_s: float | None = None,
+        tier: str | None = None,
     ) -> None:
         """Publish one `StepRecorded`, secrets redacted from everything it carries."""
         event = StepRecorded(
@@ -77,6 +79,8 @@ class StepReporter:
             usage=usage,
             retries=[r.model_copy(update={"error": redact_secrets(r.error)}) for r in retries],
             notes=[redact_secrets(note) for note in notes or []],
+            duration_s=round(duration_s, 4) if duration_s is not None else None,
+            tier=tier,
         )
         try:
             await self.events.publish(event)

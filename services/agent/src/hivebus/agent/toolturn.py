@@ -21,6 +21,7 @@ modified call, however long the run waited for the decision.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -279,15 +280,26 @@ class ToolTurn:
         )
         found = self.ctx.tools.toolbox.tools.get(call.name)
         tier = found.tier.value if found is not None else None
+        began = time.monotonic()
         with tool_span(call, args, key=context.idempotency_key, tier=tier) as span:
             step = await self.ctx.tools.call(
                 call.name, args, context, self._time_left, approved=approved
             )
             span.result(step.result)
-        return await self._record(call.name, args, step.result, step.retries)
+        took = time.monotonic() - began
+        return await self._record(
+            call.name, args, step.result, step.retries, duration_s=took, tier=tier
+        )
 
     async def _record(
-        self, name: str, args: Any, result: ToolResult, retries: Sequence[RetryRecord] = ()
+        self,
+        name: str,
+        args: Any,
+        result: ToolResult,
+        retries: Sequence[RetryRecord] = (),
+        *,
+        duration_s: float | None = None,
+        tier: str | None = None,
     ) -> ToolResult:
         """Count one tool step and report it: a call run, or one a person's decision answered."""
         state = self.state
@@ -303,5 +315,7 @@ class ToolTurn:
             error=None if result.ok or result.error is None else result.error.message,
             usage=own,
             retries=list(retries),
+            duration_s=duration_s,
+            tier=tier,
         )
         return result
