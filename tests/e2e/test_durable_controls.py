@@ -355,11 +355,14 @@ def test_a_task_survives_restarting_up_on_the_same_data_dir(tmp_path: Path) -> N
     """SIGINT to `hivebus up` mid-task, then `up --data-dir` again: the same task finishes."""
     config = _roles(tmp_path)
     long = _plan_script(tmp_path, "long.yaml", _pauses(0.3, 4))
+    # The last sub-task outlasts the first `up`'s shutdown (its dashboard stops first), so
+    # the task is still running when that `up` is gone.
+    longer = _plan_script(tmp_path, "longer.yaml", _pauses(0.5, 8))
     body = _plan(
         "up-restart",
         120,
         [{"id": f"r{i}", "model": long} for i in range(3)]
-        + [{"id": "end", "model": long, "depends_on": ["r0", "r1", "r2"]}],
+        + [{"id": "end", "model": longer, "depends_on": ["r0", "r1", "r2"]}],
     )
     data_dir = tmp_path / "data"
     settings = Settings()

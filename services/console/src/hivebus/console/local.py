@@ -231,6 +231,9 @@ def up(
                 async with DashboardServer(settings, stack.url) as board:
                     announce(console, board, settings)
                     await until_signal()
+                    # The services stop first: nothing more is dispatched while the page
+                    # closes, and what runs now is what a restart resumes.
+                    await stack.stop_services()
             except DashboardBindError as exc:
                 console.print(f"[yellow]no dashboard:[/] {exc}", soft_wrap=True)
                 await until_signal()

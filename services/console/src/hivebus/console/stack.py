@@ -117,6 +117,13 @@ class LocalStack:
             raise
         return self
 
+    async def stop_services(self) -> None:
+        """Stop the services (each finishes what it handles), leaving the server up; once."""
+        for broker in reversed(self.brokers):
+            with contextlib.suppress(Exception):
+                await broker.stop()
+        self.brokers.clear()
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -124,10 +131,7 @@ class LocalStack:
         tb: TracebackType | None,
     ) -> None:
         """Stop services, then the server."""
-        for broker in reversed(self.brokers):
-            with contextlib.suppress(Exception):
-                await broker.stop()
-        self.brokers.clear()
+        await self.stop_services()
         for made in self.telemetries:
             made.shutdown()  # export what is buffered
         self.telemetries.clear()
