@@ -295,3 +295,35 @@ async def test_parallel_runs_wait_for_reservations_instead_of_failing(
     assert [s.status for s in out.result.subtasks] == [SubTaskStatus.COMPLETED] * 3
     assert out.ledger is not None
     assert out.ledger.used_tokens == 330
+
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"flowers": {"type": "integer"}},
+    "required": ["flowers"],
+}
+
+
+@pytest.mark.parametrize("tools", [["hivebus.agent.tools.workspace:read_file"], []])
+async def test_an_output_schema_is_asked_for_as_structured_output(
+    tmp_path: Path, nats_server: EmbeddedNats, fake: FakeAnthropic, tools: list[str]
+) -> None:
+    """The schema travels as a tool to answer with; the model's call of it is the output."""
+    fake.queue(
+        tool_use("hivebus_final_answer", {"flowers": 2_000_000}, call_id="toolu_09"),
+    )
+    config = _config(tmp_path, ROUTE, tools=tools)
+    subtasks = [{**ASK[0], "output_schema": ANSWER_SCHEMA}]
+    out = await _run(nats_server, fake, config, "structured", subtasks=subtasks)
+
+    assert out.result.status == TaskStatus.COMPLETED, out.result.reason
+    assert out.result.output == {"ask": {"flowers": 2_000_000}}
+    assert out.steps("tool") == []  # the answer is no tool call of the run
+    (first,) = (seen.body for seen in fake.requests)
+    answer = first["tools"][-1]
+    assert answer["name"] == "hivebus_final_answer"
+    assert answer["input_schema"] == ANSWER_SCHEMA
+    if tools:
+        assert "tool_choice" not in first  # other tools first, then the answer
+    else:
+        assert first["tool_choice"] == {"type": "tool", "name": "hivebus_final_answer"}

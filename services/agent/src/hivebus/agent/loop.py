@@ -339,6 +339,7 @@ class AgentLoop:
             self.ctx.tools.toolbox.specs() if with_tools else [],
             room=self.limits.max_tokens - self.state.usage.tokens,
             model=self.ctx.caller.models[0],
+            output_schema=self.assignment.output_schema,
         )
 
     async def _model_step(self, *, with_tools: bool) -> ModelResponse:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hivebus.agent.checkpoint import CheckpointUnavailableError
 from hivebus.agent.errors import AgentError, ModelError
@@ -72,7 +73,13 @@ MIN_OUTPUT_TOKENS = 16
 
 
 def bounded_request(
-    system: str, messages: list[Message], tools: list[Tool], *, room: int, model: Model
+    system: str,
+    messages: list[Message],
+    tools: list[Tool],
+    *,
+    room: int,
+    model: Model,
+    output_schema: dict[str, Any] | None = None,
 ) -> ModelRequest:
     """The next request, asking for no more output than `room` tokens leave after its input.
 
@@ -86,6 +93,7 @@ def bounded_request(
             ToolSpec(name=t.name, description=t.description, input_schema=t.input_schema())
             for t in tools
         ],
+        output_schema=output_schema,
     )
     input_bound = request_chars(request) // CHARS_PER_TOKEN_BOUND + 1
     request.max_output_tokens = max(1, min(DEFAULT_MAX_OUTPUT, room - input_bound))

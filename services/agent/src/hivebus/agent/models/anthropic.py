@@ -116,11 +116,24 @@ class AnthropicModel:
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """One Messages API call; tool use and usage read from the response."""
+        """One Messages API call; tool use and usage read from the response.
+
+        With an object `output_schema` the final answer is asked for as structured output:
+        a tool (`ANSWER_TOOL`) whose input is the schema; the model's call of it is read back
+        as the answer's JSON text, which the loop checks as it checks any answer.
+        """
         tools: Any = [
             {"name": t.name, "description": t.description, "input_schema": t.input_schema}
             for t in request.tools
         ]
+        extra: dict[str, Any] = {}
+        schema = request.output_schema
+        if schema is not None and schema.get("type") == "object":
+            tools.append(
+                {"name": ANSWER_TOOL, "description": ANSWER_DESCRIPTION, "input_schema": schema}
+            )
+            if not request.tools:  # nothing else to call: the answer must come as the tool
+                extra["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
         messages: Any = to_anthropic_messages(request.messages)
         try:
             reply = await self.client.messages.create(
@@ -129,6 +142,7 @@ class AnthropicModel:
                 messages=messages,
                 tools=tools,
                 max_tokens=request.max_output_tokens,
+                **extra,
             )
         except anthropic.AnthropicError as exc:
             raise classify(exc) from exc
@@ -141,6 +155,14 @@ class AnthropicModel:
             raise ModelError(f"model endpoint sent a malformed response: {exc}") from exc
 
 
+ANSWER_TOOL = "hivebus_final_answer"
+"""The tool an Anthropic model answers a sub-task with an output schema through."""
+ANSWER_DESCRIPTION = (
+    "Give your final answer to the sub-task by calling this tool once, with the answer as its "
+    "input. Call it only when you are done."
+)
+
+
 def _parse_reply(reply: Any) -> ModelResponse:
     """Text, tool calls and usage from a Messages API response."""
     texts: list[str] = []
@@ -148,6 +170,8 @@ def _parse_reply(reply: Any) -> ModelResponse:
     for block in reply.content:
         if block.type == "text":
             texts.append(block.text)
+        elif block.type == "tool_use" and block.name == ANSWER_TOOL:
+            texts.append(json.dumps(block.input))  # the structured answer, as its JSON text
         elif block.type == "tool_use":
             calls.append(ToolCall(id=block.id, name=block.name, args=block.input))
     usage = TurnUsage(

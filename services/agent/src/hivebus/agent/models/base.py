@@ -45,6 +45,11 @@ class ModelRequest(BaseModel):
     messages: list[Message]
     tools: list[ToolSpec] = Field(default_factory=list)
     max_output_tokens: int = Field(default=4096, ge=1)
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="The JSON Schema the final answer must match; a model that can be asked "
+        "for structured output (Anthropic: a tool to answer with) is asked so.",
+    )
 
 
 class TurnUsage(BaseModel):
