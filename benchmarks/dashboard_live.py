@@ -136,8 +136,9 @@ async def main() -> None:
                 ]
                 body = {"task_id": TASK, "goal": "measure", "plan": {"subtasks": subtasks}}
                 await client.submit(body)
-                while (await http.get(f"/api/tasks/{TASK}")).status_code != httpx.codes.OK:  # noqa: ASYNC110 - the index learns of it from the bus
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(30):  # the index learns of the task from the bus
+                    while (await http.get(f"/api/tasks/{TASK}")).status_code != httpx.codes.OK:  # noqa: ASYNC110 - no event to await
+                        await asyncio.sleep(0.01)
                 opened = asyncio.Event()
                 seen: list[tuple[float, str]] = []
                 reader = asyncio.create_task(read_sse(http, opened, seen))

@@ -14,6 +14,7 @@ from typing import Any, Self
 from faststream.nats import JStream, NatsBroker
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from hivebus.console.deciding import Outcome, OutcomeStatus, OutcomeWatch, not_found
@@ -77,6 +78,18 @@ def load_plan_file(path: Path, task_id: str | None = None) -> dict[str, Any]:
         body["plan"] = {"subtasks": subtasks}
     body["task_id"] = task_id or body.get("task_id") or f"t-{uuid.uuid4().hex[:12]}"
     return body
+
+
+async def accepted_submission(tasks: KeyValue, task_id: str) -> TaskSubmitted | None:
+    """A task's submission with the plan it runs: given, or planned from its goal.
+
+    While the planner is at work, the goal-only submission; None for no such task.
+    """
+    submission, _ = await kvcas.read(tasks, subjects.plan_key(task_id), TaskSubmitted)
+    if submission is not None and submission.plan is None:
+        planned, _ = await kvcas.read(tasks, subjects.planned_key(task_id), TaskSubmitted)
+        return planned or submission
+    return submission
 
 
 class HiveClient:
@@ -352,9 +365,7 @@ class HiveClient:
         js = await jetstream(self.broker)
         tasks = await js.key_value(subjects.TASKS_BUCKET)
         meta, _ = await kvcas.read(tasks, subjects.meta_key(task_id), TaskMeta)
-        submission, _ = await kvcas.read(tasks, subjects.plan_key(task_id), TaskSubmitted)
-        if submission is not None and submission.plan is None:  # planned from its goal
-            submission, _ = await kvcas.read(tasks, subjects.planned_key(task_id), TaskSubmitted)
+        submission = await accepted_submission(tasks, task_id)
         states: list[SubTaskState] = []
         if submission is not None and submission.plan is not None:
             for spec in submission.plan.subtasks:

@@ -225,10 +225,10 @@ def count_finished(indexes: list[int]) -> MetaChange:
 
 
 def close_task(status: TaskStatus, reason: str) -> MetaChange:
-    """`running -> <status>`: the task is over and its result published."""
+    """`running -> <status>` (or `planning ->`, a task no plan ran for): its result is out."""
 
     def close(cur: TaskMeta | None) -> TaskMeta | None:
-        if cur is None or cur.status != TaskStatus.RUNNING:
+        if cur is None or cur.status not in {TaskStatus.RUNNING, TaskStatus.PLANNING}:
             return None
         return cur.model_copy(update={"status": transition(cur.status, status), "reason": reason})
 

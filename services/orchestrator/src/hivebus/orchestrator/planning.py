@@ -23,6 +23,7 @@ from typing import Any
 
 from hivebus.contracts import (
     PLANNING_SUBTASK,
+    SUBTASK_TERMINAL,
     DeadlineReached,
     Plan,
     PlanningInfo,
@@ -41,7 +42,7 @@ from hivebus.contracts import (
     transition,
 )
 from hivebus.core import Clock, EventSink, HivebusConfig, get_logger
-from hivebus.orchestrator import tracing
+from hivebus.orchestrator import changes, tracing
 from hivebus.orchestrator.plan_checks import check_planned
 from hivebus.orchestrator.state import MetaChange, PlanningChange, StateStore
 from hivebus.orchestrator.summary import summary_note
@@ -129,7 +130,7 @@ def answered(event: SubTaskFinished) -> PlanningChange:
     """The attempt's run ended: its status, answer and usage (summed over attempts), once."""
 
     def mark(cur: PlanningState | None) -> PlanningState | None:
-        if cur is None or cur.attempt != event.attempt or cur.status in TERMINAL:
+        if cur is None or cur.attempt != event.attempt or cur.status in SUBTASK_TERMINAL:
             return None
         if event.status == S.AWAITING_APPROVAL:
             return None
@@ -162,11 +163,6 @@ def rejected(attempt: int, errors: list[str]) -> PlanningChange:
         )
 
     return mark
-
-
-TERMINAL = frozenset(
-    {S.COMPLETED, S.FAILED, S.TIMEOUT, S.BUDGET_EXCEEDED, S.LOOP_DETECTED, S.CANCELLED}
-)
 
 
 class Planner:
@@ -224,7 +220,7 @@ class Planner:
         if state.status == S.PENDING:  # a correction asked for before a crash
             await self._dispatch(submission, state)
             return
-        if state.attempt == event.attempt and state.status in TERMINAL:
+        if state.attempt == event.attempt and state.status in SUBTASK_TERMINAL:
             await self._judge(submission, meta, state)
 
     async def _judge(self, submission: TaskSubmitted, meta: TaskMeta, state: PlanningState) -> None:
@@ -365,15 +361,7 @@ class Planner:
         with tracing.under(submission):
             await self.events.publish(result)
             await self.events.publish(summary_note(submission, result))
-
-        def close(cur: TaskMeta | None) -> TaskMeta | None:
-            if cur is None or cur.status != TaskStatus.PLANNING:
-                return None
-            return cur.model_copy(
-                update={"status": transition(cur.status, result.status), "reason": result.reason}
-            )
-
-        await self.store.update_meta(task_id, close)
+        await self.store.update_meta(task_id, changes.close_task(result.status, result.reason))
 
 
 def planner_usage(state: PlanningState | None) -> Usage:

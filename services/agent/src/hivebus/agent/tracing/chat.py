@@ -16,11 +16,11 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hivebus.agent.models.base import Model, ModelRequest, ModelResponse
 from hivebus.agent.tracing import content
+from hivebus.agent.tracing.current import current_until_closed
 from hivebus.agent.tracing.labels import (
     ERROR_TYPE,
     OPERATION,
@@ -157,12 +157,5 @@ def chat_span(request: ModelRequest, models: Sequence[Model]) -> Iterator[ChatTr
         yield NO_CHAT
         return
     live = _LiveChat(found, request, models[0].route)
-    with trace.use_span(
-        live.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    ):
-        try:
-            yield live
-        except BaseException as exc:
-            live.close(exc)
-            raise
-        live.close(None)
+    with current_until_closed(live):
+        yield live

@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from hivebus.agent.tracing import content
+from hivebus.agent.tracing.current import current_until_closed
 from hivebus.agent.tracing.labels import ERROR_TYPE, OPERATION, run_labels
 from hivebus.contracts import ToolCall, ToolResult
 from hivebus.core import telemetry
@@ -93,12 +93,5 @@ def tool_span(call: ToolCall, args: Any, *, key: str, tier: str | None) -> Itera
         yield NO_TOOL
         return
     live = _LiveTool(found, call, args, key, tier)
-    with trace.use_span(
-        live.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    ):
-        try:
-            yield live
-        except BaseException as exc:
-            live.close(exc)
-            raise
-        live.close(None)
+    with current_until_closed(live):
+        yield live

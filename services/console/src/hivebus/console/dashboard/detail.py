@@ -15,7 +15,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from hivebus.console.client import HiveClient
+from hivebus.console.client import HiveClient, accepted_submission
 from hivebus.console.dashboard.index import REJECTED, TaskEntry, TaskIndex, iso
 from hivebus.console.dashboard.layout import layout
 from hivebus.contracts import (
@@ -127,10 +127,7 @@ class Details:
         """The task's TaskDetail, or None when no such task was submitted."""
         js = await jetstream(self.client.broker)
         kv = await js.key_value(subjects.TASKS_BUCKET)
-        submission, _ = await kvcas.read(kv, subjects.plan_key(task_id), TaskSubmitted)
-        if submission is not None and submission.plan is None:  # planned from its goal
-            planned, _ = await kvcas.read(kv, subjects.planned_key(task_id), TaskSubmitted)
-            submission = planned or submission
+        submission = await accepted_submission(kv, task_id)
         meta, _ = await kvcas.read(kv, subjects.meta_key(task_id), TaskMeta)
         result, _ = await kvcas.read(kv, subjects.result_key(task_id), TaskFinished)
         entry = self.index.entries.get(task_id)
