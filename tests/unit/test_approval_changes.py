@@ -302,7 +302,7 @@ NOT_ALLOWED_OR_INVALID: list[tuple[str, ApprovalRequested, dict[str, Any], Refus
         request(kind=ApprovalKind.QUESTION, allowed=[Decision.MODIFY, Decision.RESPOND]),
         {"decision": Decision.MODIFY, "arguments": {}},
         RefusalCode.INVALID,
-        "this is no call",
+        "this is neither",
     ),
     (
         "respond-without-answer",

@@ -53,7 +53,7 @@ from hivebus.contracts.limits import Limits, TaskBudget, Usage
 from hivebus.contracts.plan import MAX_SUBTASKS, Plan, SubTaskSpec
 from hivebus.contracts.runs import PendingApproval, RunCheckpoint, RunPhase
 from hivebus.contracts.schemas import json_schemas
-from hivebus.contracts.state import PlanningState, SubTaskState, TaskMeta
+from hivebus.contracts.state import PlanningState, RevisedPlan, SubTaskState, TaskMeta
 from hivebus.contracts.status import (
     SUBTASK_TERMINAL,
     SUBTASK_TRANSITIONS,
@@ -108,6 +108,7 @@ __all__ = [
     "PlanningState",
     "RefusalCode",
     "RetryRecord",
+    "RevisedPlan",
     "RoleName",
     "RunCheckpoint",
     "RunPhase",

@@ -45,6 +45,9 @@ class ApprovalKind(StrEnum):
     """A model call whose estimated cost, or the task budget used so far, passed a threshold."""
     QUESTION = "question"
     """The model asked a person (`ask_human`): the answer becomes the tool's result."""
+    PLAN = "plan"
+    """A planner's plan (or revision) waits for a person before it runs (`planning.review`):
+    `arguments` is the plan; `modify` gives the plan that runs instead, checked again."""
 
 
 class Decision(StrEnum):
@@ -53,7 +56,8 @@ class Decision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     MODIFY = "modify"
-    """Approve with other arguments (tool calls only), validated against the tool's schema."""
+    """Approve with other arguments (a tool call's, validated against the tool's schema; or a
+    reviewed plan, checked again like the planner's)."""
     RESPOND = "respond"
     """Answer a question (`ask_human` only)."""
 

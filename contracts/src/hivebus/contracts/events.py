@@ -279,6 +279,16 @@ class PlanningInfo(BaseModel):
         default=0, ge=0, description="Planner answers rejected and sent back with their errors."
     )
     revisions: int = Field(default=0, ge=0, description="Revised plans made after a failure.")
+    superseded: list[str] = Field(
+        default_factory=list,
+        description="Sub-tasks a revision replaced: they ended without completing (or were "
+        "blocked by one that did). They stay in `subtasks`, but the task's status and output "
+        "come from the rest.",
+    )
+    reviews: list[str] = Field(
+        default_factory=list,
+        description="Each plan a person reviewed (`planning.review`): generation, decision, who.",
+    )
 
 
 class PlanReady(Event):
@@ -286,8 +296,20 @@ class PlanReady(Event):
 
     kind: Literal["plan_ready"] = "plan_ready"
     generation: int = Field(ge=1, description="1 for the first plan of the task.")
-    plan: Plan
+    plan: Plan = Field(
+        description="The plan; for a revision (generation 2 on) only the sub-tasks it adds."
+    )
     corrections: int = Field(ge=0, description="Answers rejected before this one.")
+    kept: list[str] = Field(
+        default_factory=list, description="A revision: the completed sub-tasks it keeps."
+    )
+    replaced: list[str] = Field(
+        default_factory=list,
+        description="A revision: the sub-tasks it replaces (ended without completing, or blocked).",
+    )
+    reviewed_by: str | None = Field(
+        default=None, description="Who approved (or edited) the plan, with `planning.review`."
+    )
 
 
 class PlanRejected(Event):

@@ -6,8 +6,9 @@ Per task (keys in `subjects`):
     <task>.st.<id>     `SubTaskState`: one sub-task's status, satisfied dependencies, output
     <task>.result      the `TaskFinished` event, once the task is over
     <task>.ap.<id>     `ApprovalRecord`: one approval, pending or resolved (`approvals`)
-    <task>.planning    `PlanningState`: a goal-only task's planner attempts (planned tasks)
+    <task>.planning    `PlanningState`: the planner's attempts (planned or re-planned tasks)
     <task>.planned     the `TaskSubmitted` with the accepted plan (written once, planned tasks)
+    <task>.revised     `RevisedPlan`: the latest revision of the plan, after a failure (replan)
 
 Bitmaps are base64: setting a bit twice changes nothing, which is what makes replaying an
 event harmless.
@@ -22,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hivebus.contracts.approvals import ApprovalResolved, ApprovalSummary
-from hivebus.contracts.events import PlanningInfo
+from hivebus.contracts.events import PlanningInfo, TaskSubmitted
 from hivebus.contracts.limits import Usage
 from hivebus.contracts.status import SubTaskStatus, TaskStatus
 
@@ -118,9 +119,15 @@ class SubTaskState(BaseModel):
 
 
 class PlanningState(BaseModel):
-    """A goal-only task's planning: the planner's current attempt and what earlier ones got."""
+    """A task's planning: the plan generation being made and the planner's attempts at it.
+
+    Generation 1 is a goal-only task's first plan; each revision after a failure
+    (`planning.replan`) is the next generation.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    generation: int = Field(default=1, ge=1, description="The plan generation being made.")
 
     attempt: int = Field(default=1, ge=1, description="The planner attempt asked for now.")
     status: SubTaskStatus = Field(
@@ -133,5 +140,31 @@ class PlanningState(BaseModel):
         default_factory=Usage, description="What every finished attempt used, summed."
     )
     rejected: list[list[str]] = Field(
-        default_factory=list, description="The errors of each rejected answer, oldest first."
+        default_factory=list,
+        description="The errors of each rejected answer of this generation, oldest first.",
     )
+    corrections: int = Field(
+        default=0, ge=0, description="Answers rejected in earlier generations."
+    )
+    review: str | None = Field(
+        default=None, description="The approval a person decides the answer's plan by."
+    )
+    gave_up: bool = Field(
+        default=False,
+        description="This revision will not be made (no valid plan, the run failed, or a "
+        "person rejected it): the task ends as it stood.",
+    )
+
+
+class RevisedPlan(BaseModel):
+    """A task's plan after its latest revision (KV `<task>.revised`).
+
+    It holds every sub-task of the plan before, in order, and the revision's new ones after
+    them, so a sub-task keeps its index (and its bit in `TaskMeta.finished_bits`) for good.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    generation: int = Field(ge=2, description="The plan generation: 2 for the first revision.")
+    base_size: int = Field(ge=1, description="How many sub-tasks came before this revision's.")
+    submission: TaskSubmitted = Field(description="The submission with the whole plan.")

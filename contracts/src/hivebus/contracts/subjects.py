@@ -197,13 +197,18 @@ def approval_key(task_id: str, approval: str) -> str:
 
 
 def planning_key(task_id: str) -> str:
-    """Key of a goal-only task's `PlanningState` in the `tasks` bucket."""
+    """Key of a task's `PlanningState` in the `tasks` bucket (planned or re-planned tasks)."""
     return f"{task_id}.planning"
 
 
 def planned_key(task_id: str) -> str:
     """Key of a planned task's submission with its accepted plan (written once)."""
     return f"{task_id}.planned"
+
+
+def revised_key(task_id: str) -> str:
+    """Key of a re-planned task's `RevisedPlan` (its latest revision) in the `tasks` bucket."""
+    return f"{task_id}.revised"
 
 
 def ledger_key(task_id: str) -> str:

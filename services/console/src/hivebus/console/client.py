@@ -33,6 +33,7 @@ from hivebus.contracts import (
     CancelRequested,
     DeadLetter,
     Decision,
+    RevisedPlan,
     RunCheckpoint,
     RunPhase,
     SubTaskAssigned,
@@ -81,10 +82,13 @@ def load_plan_file(path: Path, task_id: str | None = None) -> dict[str, Any]:
 
 
 async def accepted_submission(tasks: KeyValue, task_id: str) -> TaskSubmitted | None:
-    """A task's submission with the plan it runs: given, or planned from its goal.
+    """A task's submission with the plan it runs: given, planned from its goal, or revised.
 
     While the planner is at work, the goal-only submission; None for no such task.
     """
+    revised, _ = await kvcas.read(tasks, subjects.revised_key(task_id), RevisedPlan)
+    if revised is not None:
+        return revised.submission
     submission, _ = await kvcas.read(tasks, subjects.plan_key(task_id), TaskSubmitted)
     if submission is not None and submission.plan is None:
         planned, _ = await kvcas.read(tasks, subjects.planned_key(task_id), TaskSubmitted)

@@ -148,6 +148,25 @@ class PlanningConfig(BaseModel):
     max_depth: int = Field(
         default=10, ge=1, le=10_000, description="The longest dependency chain it may have."
     )
+    review: bool = Field(
+        default=False,
+        description="A person approves, rejects or edits each plan (and revision) before it "
+        "runs, through the approvals mechanism.",
+    )
+    review_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="A plan nobody reviewed by then is rejected (the task deadline still holds).",
+    )
+    replan: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Revised plans per task: when sub-tasks end without completing, the planner "
+        "is asked for a plan of the remaining work, at most this many times (0: dependents are "
+        "blocked, as without planning).",
+    )
 
 
 class HivebusConfig(BaseModel):
@@ -205,6 +224,12 @@ def parse_config(data: Any, base_dir: Path) -> HivebusConfig:
     bad = [name for name in config.roles if re.fullmatch(ROLE_PATTERN, name) is None]
     if bad:
         raise ConfigError(f"invalid role names {bad}: use lower case letters, digits, '_' or '-'")
+    planner = config.planning.role
+    if config.planning.replan and planner not in config.roles:
+        raise ConfigError(
+            f"invalid configuration: planning.replan asks the {planner!r} role for revised "
+            f"plans, and roles has no {planner!r}"
+        )
     return config
 
 

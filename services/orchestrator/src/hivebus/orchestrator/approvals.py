@@ -146,9 +146,12 @@ def _modify_problem(request: ApprovalRequested, decided: ApprovalDecided) -> Pro
         if decided.arguments is not None:
             return RefusalCode.INVALID, f"`arguments` go with modify, not {decided.decision.value}"
         return None
-    if request.approval_kind is not ApprovalKind.TOOL_CALL:
-        return RefusalCode.INVALID, "modify changes a tool call's arguments; this is no call"
+    if request.approval_kind not in {ApprovalKind.TOOL_CALL, ApprovalKind.PLAN}:
+        why = "modify changes a tool call's arguments or a plan; this is neither"
+        return RefusalCode.INVALID, why
     if decided.arguments is None:
+        if request.approval_kind is ApprovalKind.PLAN:
+            return RefusalCode.INVALID, "modify needs `arguments`: the plan that runs instead"
         return RefusalCode.INVALID, "modify needs `arguments`: the ones the call runs with"
     problem = arguments_problem(request.args_schema, decided.arguments)
     return None if problem is None else (RefusalCode.INVALID, problem)

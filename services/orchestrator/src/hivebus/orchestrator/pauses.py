@@ -16,10 +16,12 @@ finishes what an earlier delivery began and publishes under the same message ids
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from hivebus.contracts import (
     ApprovalDecided,
     ApprovalExpired,
+    ApprovalKind,
     ApprovalRecord,
     ApprovalRefused,
     ApprovalRequested,
@@ -57,7 +59,12 @@ class ExpiryNotDueError(CoreError):
 
 
 def _running(meta: TaskMeta | None) -> bool:
-    return meta is not None and meta.status == TaskStatus.RUNNING and meta.ending is None
+    """Whether decisions apply: the task runs (or is planned: its plan may be reviewed)."""
+    return (
+        meta is not None
+        and meta.status in {TaskStatus.RUNNING, TaskStatus.PLANNING}
+        and meta.ending is None
+    )
 
 
 class Pauses:
@@ -78,10 +85,12 @@ class Pauses:
 
     async def requested(self, event: ApprovalRequested) -> None:
         """A run paused: keep the request, mark the sub-task waiting, schedule the expiry."""
+        if event.approval_kind is ApprovalKind.PLAN:
+            return  # the orchestrator recorded its own request before it published it
         if not approvals.has_safe_ids(event):
             log.warning("approval_id_invalid", approval_id=event.approval_id[:80])
             return
-        loaded = await self.scheduler.load(event.task_id)
+        loaded = await self.scheduler.load(event.task_id, event.subtask_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             log.warning("approval_for_unknown_subtask", approval_id=event.approval_id)
             return
@@ -175,6 +184,10 @@ class Pauses:
             await self.events.publish(verdict)
             return
         assert record is not None  # noqa: S101 - judge resolves only what has a record
+        if record.status is ApprovalStatus.PENDING and verdict.arguments is not None:
+            refused = await self._plan_edit_refused(record, event, verdict.arguments)
+            if refused:
+                return
         if record.status is ApprovalStatus.PENDING:
             record = await self.store.update_approval(task, ap, approvals.resolve(verdict))
             resolution = record.resolution if record is not None else None
@@ -186,6 +199,20 @@ class Pauses:
                 return
         assert record is not None  # noqa: S101 - resolved just above, or before
         await self._resolved(record)
+
+    async def _plan_edit_refused(
+        self, record: ApprovalRecord, event: ApprovalDecided, arguments: dict[str, Any]
+    ) -> bool:
+        """Refuse an edited plan that fails the planner's checks (the approval still waits)."""
+        if record.request.approval_kind is not ApprovalKind.PLAN:
+            return False
+        errors = await self.scheduler.planner.edit_problems(record.request, arguments)
+        if not errors:
+            return False
+        why = "the edited plan is not valid: " + "; ".join(errors)
+        log.info("plan_edit_refused", approval_id=event.approval_id, errors=errors)
+        await self.events.publish(approvals.refusal(event, RefusalCode.INVALID, why))
+        return True
 
     async def expired(self, event: ApprovalExpired) -> None:
         """An approval's deadline: a pending one resolves `reject` ("approval timed out").
@@ -221,7 +248,11 @@ class Pauses:
         resolution = record.resolution
         if resolution is None:
             return
-        loaded = await self.scheduler.load(resolution.task_id)
+        if record.request.approval_kind is ApprovalKind.PLAN:
+            await self.events.publish(resolution)
+            await self.scheduler.planner.reviewed(record)
+            return
+        loaded = await self.scheduler.load(resolution.task_id, resolution.subtask_id)
         if loaded is None:
             await self.events.publish(resolution)
             return

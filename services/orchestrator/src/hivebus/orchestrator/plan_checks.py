@@ -17,6 +17,9 @@ from hivebus.contracts import Limits, Plan, TaskSubmitted
 from hivebus.core import HivebusConfig
 from hivebus.orchestrator.validation import validate_submission
 
+PLAN_SCHEMA: dict[str, Any] = Plan.model_json_schema()
+"""What the planner must answer: the plan's JSON Schema (the agent checks the shape)."""
+
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*)\n```\s*$", re.DOTALL)
 
 
@@ -53,7 +56,8 @@ def depth(plan: Plan) -> int:
     return max(longest.values(), default=0)
 
 
-def _bounds(plan: Plan, submission: TaskSubmitted, config: HivebusConfig) -> list[str]:
+def bounds(plan: Plan, allowance: int, what: str, config: HivebusConfig) -> list[str]:
+    """Why a planner's plan is too big: sub-tasks, depth, or token limits over `allowance`."""
     errors = []
     bounds = config.planning
     if len(plan.subtasks) > bounds.max_subtasks:
@@ -69,10 +73,10 @@ def _bounds(plan: Plan, submission: TaskSubmitted, config: HivebusConfig) -> lis
         )
     limits: list[Limits] = [s.limits or config.roles[s.role].limits for s in plan.subtasks]
     tokens = sum(limit.max_tokens for limit in limits)
-    if tokens > submission.budget.max_tokens:
+    if tokens > allowance:
         errors.append(
-            f"plan: the sub-tasks' limits.max_tokens add up to {tokens}, over the task budget's "
-            f"max_tokens ({submission.budget.max_tokens}); give fewer sub-tasks or lower limits"
+            f"plan: the sub-tasks' limits.max_tokens add up to {tokens}, over {what} "
+            f"({allowance}); give fewer sub-tasks or lower limits"
         )
     return errors
 
@@ -89,5 +93,6 @@ def check_planned(
     planned, errors = validate_submission(raw, config)
     if planned is None or planned.plan is None:
         return None, errors or ["plan: missing"]
-    errors = _bounds(planned.plan, planned, config)
+    allowance = planned.budget.max_tokens
+    errors = bounds(planned.plan, allowance, "the task budget's max_tokens", config)
     return (planned if not errors else None), errors

@@ -90,7 +90,7 @@ class Scheduler:
         self.notes = notes
         self.clock = clock or SystemClock()
         self.graphs = GraphCache(256)
-        self.planner = Planner(store, events, config, self.clock, self._start)
+        self.planner = Planner(store, events, config, self.clock, self)
 
     # -- submissions ---------------------------------------------------------------------
 
@@ -114,9 +114,9 @@ class Scheduler:
         deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
         with tracing.under(stored):
             await self.events.publish(DeadlineReached(task_id=task_id, deadline=deadline))
-        await self._start(stored)
+        await self.start_plan(stored)
 
-    async def _start(self, stored: TaskSubmitted) -> None:
+    async def start_plan(self, stored: TaskSubmitted) -> None:
         """Dispatch the roots of an accepted plan (again after a redelivery: once each)."""
         task_id = stored.task_id
         graph = self._remember(stored)
@@ -128,26 +128,71 @@ class Scheduler:
 
         await _each(graph.roots, dispatch_root)
 
-    def _remember(self, submission: TaskSubmitted) -> Graph:
+    async def start_revision(self, stored: TaskSubmitted, base_size: int) -> None:
+        """Dispatch what can start of a revision's sub-tasks (those after `base_size`).
+
+        Their dependencies on the plan before are all completed: each is marked at once, so
+        a sub-task whose other dependencies are the revision's own waits only for those.
+        Done again after a crash, the marks are set-adds and the dispatches go out once.
+        """
+        task_id = stored.task_id
+        graph = self._remember(stored, replace=True)
+        assert stored.plan is not None  # noqa: S101 - a revision has a plan
+        added = stored.plan.subtasks[base_size:]
+        before = {spec.id for spec in stored.plan.subtasks[:base_size]}
+
+        async def begin(sid: str) -> None:
+            needed = graph.in_degree[sid]
+            state = await self.store.read_subtask(task_id, sid)
+            for dep in dict.fromkeys(graph.specs[sid].depends_on):
+                if dep in before:
+                    position = graph.dep_position[sid, dep]
+                    mark = changes.add_dependency(sid, graph.specs[sid].role, needed, position)
+                    state = await self.store.update_subtask(task_id, sid, mark)
+            if changes.dispatchable(state, needed):
+                await self._dispatch(stored, graph, sid)
+
+        await _each([spec.id for spec in added], begin)
+
+    async def finish(self, task_id: str) -> None:
+        """Finish a task as it stands (its revision was not made), once."""
+        loaded = await self.load(task_id, fresh=True)
+        if loaded is not None:
+            await self._finish(*loaded)
+
+    def _remember(self, submission: TaskSubmitted, *, replace: bool = False) -> Graph:
         cached = self.graphs.get(submission.task_id)
-        if cached is not None:
+        if cached is not None and not replace:
             return cached[1]
         assert submission.plan is not None  # noqa: S101 - accepted submissions have plans
         graph = Graph.from_plan(submission.plan)
         self.graphs.put(submission.task_id, (submission, graph))
         return graph
 
-    async def load(self, task_id: str) -> tuple[TaskSubmitted, Graph] | None:
-        """A task's accepted submission and its graph (cached), or None when there is none."""
+    async def load(
+        self, task_id: str, subtask_id: str | None = None, *, fresh: bool = False
+    ) -> tuple[TaskSubmitted, Graph] | None:
+        """A task's accepted submission and its graph (cached), or None when there is none.
+
+        A revision (`planning.replan`) adds sub-tasks to a plan: a cached graph that does not
+        know `subtask_id` is read again, and so is any graph when `fresh`.
+        """
         cached = self.graphs.get(task_id)
-        if cached is not None:
+        if (
+            cached is not None
+            and not fresh
+            and (subtask_id is None or subtask_id in cached[1].specs)
+        ):
             return cached
         submission = await self.store.load_plan(task_id)
         if submission is not None and submission.plan is None:
             submission = await self.store.load_planned(task_id)  # planned from its goal
         if submission is None or submission.plan is None:
             return None
-        return submission, self._remember(submission)
+        revised = await self.store.load_revised(task_id)
+        if revised is not None:
+            submission = revised.submission
+        return submission, self._remember(submission, replace=True)
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -228,7 +273,7 @@ class Scheduler:
         if event.subtask_id == PLANNING_SUBTASK:
             await self.planner.started(event)
             return
-        loaded = await self.load(event.task_id)
+        loaded = await self.load(event.task_id, event.subtask_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             return
         graph = loaded[1]
@@ -239,11 +284,11 @@ class Scheduler:
     async def finished(self, event: SubTaskFinished) -> None:
         """Apply a terminal result once, then unblock or block dependents, then maybe finish."""
         if event.subtask_id == PLANNING_SUBTASK:
-            goal = await self.store.load_plan(event.task_id)
-            if goal is not None and goal.plan is None:
-                await self.planner.finished(goal, event)
+            submission = await self.store.load_plan(event.task_id)
+            if submission is not None:
+                await self.planner.finished(submission, event)
             return
-        loaded = await self.load(event.task_id)
+        loaded = await self.load(event.task_id, event.subtask_id)
         if loaded is None or event.subtask_id not in loaded[1].specs:
             log.warning(
                 "result_for_unknown_subtask", task_id=event.task_id, subtask_id=event.subtask_id
@@ -338,13 +383,16 @@ class Scheduler:
                 return
             log.warning("stop_for_unknown_task", task_id=task_id)
             return
-        submission, graph = loaded
         meta = await self.store.update_meta(task_id, changes.mark_ending(ending, reason))
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         await self.store.mark_cancelled(task_id)
         ending = meta.ending or ending  # the first of a cancel and the deadline decides
         closing = approvals.close(f"the task is ending {ending.value}: {reason}")
+        if self.config.planning.replan:  # a revision may be in the making, or reviewed
+            await self.planner.close_review(task_id, f"the task is ending {ending.value}: {reason}")
+            loaded = await self.load(task_id, fresh=True) or loaded
+        submission, graph = loaded
         ended = []
         for sid, spec in graph.specs.items():
             if meta.is_finished(graph.index[sid]) or await self._run_began(task_id, sid):
@@ -393,19 +441,29 @@ class Scheduler:
         meta = await self.store.read_meta(task_id)
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
+        if meta.planning.revisions:  # this process may hold an earlier generation's graph
+            submission, graph = await self.load(task_id, fresh=True) or (submission, graph)
         result = await self.store.read_result(task_id)
         if result is None:
             states = [
                 await self.store.read_subtask(task_id, sid) or changes.pending(sid, spec.role)
                 for sid, spec in graph.specs.items()
             ]
+            if await self.planner.revise(submission, meta, states):
+                return  # a revised plan is being made: the task goes on
             summary = summarize(task_id, graph, states, meta, self.clock)
-            usage = summary.usage
-            if meta.planning.source == "planned":  # the planner's runs count too
-                planning = planner_usage(await self.store.read_planning(task_id))
-                usage = usage.plus(planning).model_copy(update={"wall_s": usage.wall_s})
+            usage, reason = summary.usage, summary.reason
+            if meta.planning.source == "planned" or self.config.planning.replan:
+                planning = await self.store.read_planning(task_id)  # its runs count too
+                usage = usage.plus(planner_usage(planning)).model_copy(
+                    update={"wall_s": usage.wall_s}
+                )
+                if planning is not None and planning.gave_up:
+                    reason += f"; not re-planned: {planning.reason}"
             result = await self.store.create_result(
-                summary.model_copy(update={"usage": usage, "planning": meta.planning})
+                summary.model_copy(
+                    update={"usage": usage, "reason": reason, "planning": meta.planning}
+                )
             )
             tracing.record(submission, graph, states, meta, result)
             if result.status == TaskStatus.TIMEOUT and result.output is None:

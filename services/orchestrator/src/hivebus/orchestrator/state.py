@@ -19,6 +19,7 @@ from hivebus.contracts import (
     ApprovalRecord,
     ApprovalStatus,
     PlanningState,
+    RevisedPlan,
     RunCheckpoint,
     SubTaskState,
     TaskFinished,
@@ -95,6 +96,17 @@ class StateStore(Protocol):
         """The submission with its accepted plan, or None while it is being planned."""
         ...
 
+    async def store_revised(self, revised: RevisedPlan) -> RevisedPlan:
+        """Keep a revision of the plan unless one of its generation (or later) is kept.
+
+        Returns the revision kept: this one, or the one already there.
+        """
+        ...
+
+    async def load_revised(self, task_id: str) -> RevisedPlan | None:
+        """The task's latest revision of its plan, or None when it was never revised."""
+        ...
+
     async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
         """The checkpoint of a sub-task's run (the agents write it), or None before it started."""
         ...
@@ -116,6 +128,13 @@ class StateStore(Protocol):
 
 def _final(state: SubTaskState) -> bool:
     return state.status in SUBTASK_TERMINAL
+
+
+def _newer(revised: RevisedPlan) -> Callable[[RevisedPlan | None], RevisedPlan | None]:
+    def keep_latest(cur: RevisedPlan | None) -> RevisedPlan | None:
+        return revised if cur is None or cur.generation < revised.generation else None
+
+    return keep_latest
 
 
 def _always(_: object) -> bool:
@@ -246,6 +265,17 @@ class KvStore:
         value, _ = await kvcas.read(self.kv, key, TaskSubmitted, self.cache, _always)
         return value
 
+    async def store_revised(self, revised: RevisedPlan) -> RevisedPlan:
+        """See `StateStore`."""
+        key = subjects.revised_key(revised.submission.task_id)
+        stored: RevisedPlan = await self._update(key, RevisedPlan, _newer(revised))
+        return stored
+
+    async def load_revised(self, task_id: str) -> RevisedPlan | None:
+        """See `StateStore`: always read (a later revision replaces it)."""
+        value, _ = await kvcas.read(self.kv, subjects.revised_key(task_id), RevisedPlan)
+        return value
+
     async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
         """See `StateStore`: None without a `runs` bucket."""
         if self.runs is None:
@@ -372,6 +402,17 @@ class MemoryStore:
         """See `StateStore`."""
         value = self.data.get(subjects.planned_key(task_id))
         return value if isinstance(value, TaskSubmitted) else None
+
+    async def store_revised(self, revised: RevisedPlan) -> RevisedPlan:
+        """See `StateStore`."""
+        key = subjects.revised_key(revised.submission.task_id)
+        stored: RevisedPlan = self._update(key, _newer(revised))
+        return stored
+
+    async def load_revised(self, task_id: str) -> RevisedPlan | None:
+        """See `StateStore`."""
+        value = self.data.get(subjects.revised_key(task_id))
+        return value if isinstance(value, RevisedPlan) else None
 
     async def read_run(self, task_id: str, subtask_id: str, attempt: int) -> RunCheckpoint | None:
         """See `StateStore`: what a test put in `runs`."""

@@ -22,12 +22,32 @@ S = SubTaskStatus
 def summarize(
     task_id: str, graph: Graph, states: list[SubTaskState], meta: TaskMeta, clock: Clock
 ) -> TaskFinished:
-    """The task's outcome from its sub-tasks: status, output, usage and a summary of each."""
-    by_id = {state.id: state for state in states}
-    completed = [s for s in states if s.status == S.COMPLETED]
+    """The task's outcome from its sub-tasks: status, output, usage and a summary of each.
+
+    Sub-tasks a revision superseded count for usage and are summarized, but the status,
+    the reason and the output come from the rest.
+    """
     usage = Usage()
     for state in states:
         usage = usage.plus(state.usage)
+    summaries = [
+        SubTaskSummary(
+            id=s.id,
+            role=s.role,
+            status=s.status,
+            reason=s.reason,
+            blocked_by=s.blocked_by,
+            usage=s.usage,
+            output=s.output,
+            flags=s.flags,
+            approvals=s.approvals,
+        )
+        for s in sorted(states, key=lambda s: graph.index[s.id])
+    ]
+    superseded = set(meta.planning.superseded)
+    states = [s for s in states if s.id not in superseded]
+    by_id = {state.id: state for state in states}
+    completed = [s for s in states if s.status == S.COMPLETED]
     usage.wall_s = round((clock.now() - meta.submitted_at).total_seconds(), 3)
     # The output: completed sub-tasks none of whose dependents completed (the sinks, if all ran).
     frontier = {
@@ -57,20 +77,8 @@ def summarize(
         reason = f"{len(completed)} of {len(states)} sub-tasks completed; {causes}"
         if blocked:
             reason += f"; {len(blocked)} blocked"
-    summaries = [
-        SubTaskSummary(
-            id=s.id,
-            role=s.role,
-            status=s.status,
-            reason=s.reason,
-            blocked_by=s.blocked_by,
-            usage=s.usage,
-            output=s.output,
-            flags=s.flags,
-            approvals=s.approvals,
-        )
-        for s in sorted(states, key=lambda s: graph.index[s.id])
-    ]
+    if superseded:
+        reason += f"; {len(superseded)} replaced by {meta.planning.revisions} revised plan(s)"
     return TaskFinished(
         task_id=task_id,
         status=status,
