@@ -10,6 +10,8 @@ from test_approval_rules import TASK, Desk
 from test_planning import GOAL, GOOD, ROLES, USED
 from test_replanning import PIPELINE, REVISION
 
+from hivebus.console.approval_view import request_lines
+from hivebus.console.render import progress_line
 from hivebus.contracts import (
     PLANNING_SUBTASK,
     ApprovalKind,
@@ -228,3 +230,21 @@ async def test_an_approved_revision_runs() -> None:
     result = _result(desk)
     assert result.status == TaskStatus.COMPLETED, result.reason
     assert result.planning.reviews == ["generation 2: approve by alice"]
+
+
+async def test_the_console_shows_a_plan_review_and_a_revision() -> None:
+    """`approvals` names a plan review by its size; `watch` says what a revision replaces."""
+    desk = Desk(_config(replan=1, review=True))
+    await desk.scheduler.submit(PIPELINE, TASK)
+    await _run_all(desk, failing={"analyse"})
+    request = await _answer(desk, REVISION)
+    shown = request_lines(request)
+    assert "asks: a plan of 2 sub-tasks (plan-2)" in shown
+    assert "modify" in shown
+    await desk.decide(request.approval_id, Decision.APPROVE, by="dana")
+    (ready,) = desk.sink.of(PlanReady)
+    line = progress_line(ready)
+    assert line is not None
+    assert "plan 2 ready[/] (a revision)" in line
+    assert "approved by dana" in line
+    assert "replaces analyse, report; keeps fetch" in line

@@ -61,6 +61,9 @@ def request_json(request: ApprovalRequested) -> dict[str, Any]:
 def _what(request: ApprovalRequested) -> str:
     if request.approval_kind is ApprovalKind.QUESTION:
         return f"question: {escape(request.question or '')}"
+    if request.approval_kind is ApprovalKind.PLAN:
+        count = len(request.arguments.get("subtasks") or [])
+        return f"a plan of {count} sub-task{'s' * (count != 1)} ({escape(request.call_id)})"
     if request.approval_kind is ApprovalKind.SPEND:
         cost = request.estimated_cost_usd
         return f"model call {escape(request.tool)}" + (f" (~${cost:.4f})" if cost else "")

@@ -118,8 +118,13 @@ def _plan(event: PlanReady) -> str:
     lines = [
         f"[bold]plan {event.generation} ready[/] ({len(event.plan.subtasks)} sub-tasks"
         + (fixed if event.corrections else "")
+        + (f", approved by {event.reviewed_by}" if event.reviewed_by else "")
         + ")"
     ]
+    if event.generation > 1:
+        kept = ", ".join(event.kept) or "nothing"
+        lines[0] = lines[0].replace("ready[/]", "ready[/] (a revision)", 1)
+        lines.append(f"  replaces {', '.join(event.replaced)}; keeps {kept}")
     for spec in event.plan.subtasks:
         after = f" after {', '.join(spec.depends_on)}" if spec.depends_on else ""
         lines.append(f"  - {spec.id} ({spec.role}){after}: {spec.prompt}")
@@ -163,6 +168,8 @@ def summary_table(result: TaskFinished) -> Table:
     """Per-sub-task status, reason, usage."""
     planned = result.planning.source == "planned"
     how = f", planned ({result.planning.corrections} corrections)" if planned else ""
+    if result.planning.revisions:
+        how += f", {result.planning.revisions} revised plan(s)"
     table = Table(title=f"task {result.task_id}: {result.status.value}{how}")
     for column in ("sub-task", "role", "status", "reason", "tokens", "steps", "tools", "wall s"):
         table.add_column(column)
