@@ -8,14 +8,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_planning import ROLES, USED, PlanningOutbox
+from test_planning import ROLES, PlanningOutbox, _answer, _planner_runs
 from test_scheduler import TASK, Hive, output_of
 
 from hivebus.contracts import (
-    PLANNING_SUBTASK,
     Plan,
-    SubTaskAssigned,
-    SubTaskFinished,
     SubTaskState,
     SubTaskStatus,
     TaskStatus,
@@ -55,30 +52,9 @@ def _hive(**planning: Any) -> Hive:
     return Hive(_config(**planning), PlanningOutbox())
 
 
-def _planner_runs(hive: Hive) -> list[SubTaskAssigned]:
-    return [a for a in hive.outbox.dispatched if a.subtask_id == PLANNING_SUBTASK]
-
-
 def _outbox(hive: Hive) -> PlanningOutbox:
     assert isinstance(hive.outbox, PlanningOutbox)
     return hive.outbox
-
-
-async def _answer(hive: Hive, output: Any, status: SubTaskStatus = S.COMPLETED) -> None:
-    attempt = _planner_runs(hive)[-1].attempt
-    await hive.finish(
-        SubTaskFinished(
-            task_id=TASK,
-            subtask_id=PLANNING_SUBTASK,
-            attempt=attempt,
-            run_id=f"plan-run-{attempt}",
-            role="planner",
-            status=status,
-            reason="done" if status == S.COMPLETED else "it failed",
-            output=output,
-            usage=USED,
-        )
-    )
 
 
 def _ran(hive: Hive, sid: str) -> int:
