@@ -156,7 +156,7 @@ async def test_cancel_from_the_cli_stops_running_and_pending_sub_tasks(
 ) -> None:
     """`hivebus cancel` ends the task cancelled in seconds; pending sub-tasks never start."""
     config = _roles(tmp_path)
-    long = _plan_script(tmp_path, "long.yaml", _pauses(0.5, 8))
+    long = _plan_script(tmp_path, "long.yaml", _pauses(0.5, 30))
     roots = [{"id": f"r{i}", "model": long} for i in range(2)]
     pending = [{"id": f"d{i}", "depends_on": ["r0", "r1"]} for i in range(3)]
     body = _plan("cancel-1", 60, roots + pending)
@@ -200,7 +200,7 @@ async def test_cancel_from_the_cli_stops_running_and_pending_sub_tasks(
     )
     for root in ("r0", "r1"):
         assert finished[root].status == SubTaskStatus.CANCELLED
-        assert finished[root].usage.tool_calls < 8, "the run went on after the cancel"
+        assert finished[root].usage.tool_calls < 30, "the run went on after the cancel"
 
 
 async def test_deadline_ends_the_task_timeout_with_what_completed(
