@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 from hivetest import REPO
 
+from hivebus.core import load_config
 from hivebus.core.embedded import nats_server_binary, server_config
+from hivebus.core.identities import identities
 
 
 def test_shipped_config_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
@@ -16,12 +20,15 @@ def test_shipped_config_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
     assert "sync_interval: always" in shipped
     local = tmp_path / "nats.conf"
     local.write_text(shipped.replace("/data/jetstream", str(tmp_path / "js")), encoding="utf-8")
+    shutil.copy(REPO / "infra" / "nats" / "auth.conf", tmp_path / "auth.conf")
+    passwords = {user.env_var: "x" for user in identities(load_config(REPO / "hivebus.yaml").roles)}
     checked = subprocess.run(
         [str(nats_server_binary()), "-c", str(local), "-t"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env={**os.environ, **passwords},
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 

@@ -218,15 +218,23 @@ class BusProbe:
         return found
 
 
-def localize(text: str, ports: dict[str, tuple[int, int, int]], name: str, store: Path) -> str:
+def localize(
+    text: str,
+    ports: dict[str, tuple[int, int, int]],
+    name: str,
+    store: Path,
+    authorization: str = "",
+) -> str:
     """A shipped node configuration made runnable on loopback.
 
     `ports` maps each node name (`nats-1`...) to its (client, cluster, http) ports; `name`
     is this node. The store goes to `store` and routes to the other nodes' loopback ports.
+    The shipped `include` of the identities becomes `authorization` (none: an open server).
     Raises ValueError when the shipped file no longer has a line this relies on.
     """
     client, cluster, http = ports[name]
     replacements = [
+        (r'(?m)^include "\.\./auth\.conf"$', authorization.replace("\\", "\\\\")),
         (r"(?m)^listen: 0\.0\.0\.0:4222$", f"listen: 127.0.0.1:{client}"),
         (r"(?m)^http: 0\.0\.0\.0:8222$", f"http: 127.0.0.1:{http}"),
         (r"store_dir: /data/jetstream", f'store_dir: "{store.as_posix()}"'),

@@ -25,6 +25,7 @@ from hivebus.core import (
 )
 from hivebus.core.artifacts import Artifacts
 from hivebus.core.budget import BudgetLedger, KvLedgerStore
+from hivebus.core.bus import pull_inbox
 from hivebus.core.knowledge_client import KnowledgeClient
 
 
@@ -60,6 +61,7 @@ def build_agent_broker(
         stream=JStream(subjects.WORK_STREAM, declare=False),
         durable=subjects.agent_consumer(role),
         pull_sub=PullSub(batch_size=1, timeout=1.0),
+        inbox_prefix=pull_inbox(settings),
         max_workers=role_config(config, role).concurrency,
         ack_policy=AckPolicy.MANUAL,
         title=f"work.{role}",

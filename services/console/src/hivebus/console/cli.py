@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from hivebus.agent.startup import build_agent_broker
-from hivebus.console import approval_commands, local, remote, stats_command
+from hivebus.console import approval_commands, deploy_commands, local, remote, stats_command
 from hivebus.console import demo as demo_assets
 from hivebus.console.dashboard.command import dashboard
 from hivebus.console.dlq import dlq_app
@@ -36,6 +36,9 @@ app.command()(local.run)
 app.command()(local.demo)
 app.command()(local.up)
 app.command()(local.serve)
+app.command()(deploy_commands.provision)
+app.command()(deploy_commands.health)
+app.command(name="nats-auth")(deploy_commands.nats_auth)
 app.command()(dashboard)
 app.command()(remote.submit)
 app.command()(remote.watch)

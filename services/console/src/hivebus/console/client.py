@@ -6,12 +6,15 @@ sends a person's decision and, asked to, waits for what became of it (see `decid
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
 
-from faststream.nats import JStream, NatsBroker
+from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -61,6 +64,8 @@ class ReplayError(Exception):
 
 
 FINAL_KINDS = ("task_finished", "task_rejected")
+FOLLOW_QUEUE = 1000
+"""Events of a followed task held before the server is asked to wait (flow control)."""
 
 
 def load_plan_file(path: Path, task_id: str | None = None) -> dict[str, Any]:
@@ -144,39 +149,47 @@ class HiveClient:
 
         A `TaskFinished` passed by reference is yielded whole (see `whole_result`).
         """
-        subscriber = self.broker.subscriber(
+        # An ordered push consumer: the server pushes to this connection's inbox, so a
+        # client needs no right to pull from (or acknowledge on) any consumer of EVENTS.
+        queue: asyncio.Queue[Msg] = asyncio.Queue(FOLLOW_QUEUE)
+
+        async def on(msg: Msg) -> None:
+            await queue.put(msg)
+
+        js = await jetstream(self.broker)
+        sub = await js.subscribe(
             subjects.events_of(task_id),
-            stream=JStream(subjects.EVENTS_STREAM, declare=False),
+            stream=subjects.EVENTS_STREAM,
+            cb=on,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
-            include_in_schema=False,
         )
-        await subscriber.start()
         waited = 0.0
         try:
             while True:
-                message = await subscriber.get_one(timeout=1.0)
-                if message is None:
+                try:
+                    message = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
                     waited += 1.0
                     if idle_timeout_s is not None and waited >= idle_timeout_s:
-                        raise TimeoutError(f"no event for task {task_id} in {idle_timeout_s:g}s")
+                        raise TimeoutError(
+                            f"no event for task {task_id} in {idle_timeout_s:g}s"
+                        ) from None
                     continue
                 waited = 0.0
-                # get_one reads through a consumer that expects acks: without them it stops
-                # after max_ack_pending (1,000) events and redelivers them later.
-                await message.ack()
-                kind = message.raw_message.subject.rsplit(".", 1)[-1]
+                kind = message.subject.rsplit(".", 1)[-1]
                 model = EVENTS_BY_KIND.get(kind)
                 if model is None:
                     continue
-                event = model.model_validate_json(message.body)
+                event = model.model_validate_json(message.data)
                 if isinstance(event, TaskFinished):
                     event = await self.whole_result(event)
                 yield kind, event
                 if kind in FINAL_KINDS:
                     return
         finally:
-            await subscriber.stop()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def artifact(self, name: str) -> bytes:
         """The content stored as `name` in the `artifacts` store (an `output_ref`, say).

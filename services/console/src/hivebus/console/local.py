@@ -21,11 +21,13 @@ from hivebus.console.client import HiveClient
 from hivebus.console.dashboard.command import announce, serve_until_signal, until_signal
 from hivebus.console.dashboard.server import DashboardBindError, DashboardServer
 from hivebus.console.demo_approval import DemoAnswer, DemoApprover, outbox_lines
+from hivebus.console.health import PROBE_TIMEOUT_S, heartbeat
 from hivebus.console.options import (
     EXIT_USAGE,
     ConfigOption,
     DataDirOption,
     JsonOption,
+    SecureOption,
     VerboseOption,
     config_or_exit,
     plan_or_exit,
@@ -81,6 +83,7 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an option
     data_dir: DataDirOption = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
     verbose: VerboseOption = False,
+    secure: SecureOption = False,
 ) -> None:
     """Start an embedded nats-server and every service, run one plan to its end, shut down.
 
@@ -91,7 +94,14 @@ def run(  # noqa: PLR0917 - typer maps each parameter to an option
     cfg = config_or_exit(config, settings)
     body = plan_or_exit(plan)
     result = asyncio.run(
-        run_local(body, settings=settings, config=cfg, data_dir=data_dir, timeout_s=timeout)
+        run_local(
+            body,
+            settings=settings,
+            config=cfg,
+            data_dir=data_dir,
+            timeout_s=timeout,
+            secure=secure,
+        )
     )
     raise typer.Exit(report(result, json_out=json_out))
 
@@ -132,6 +142,7 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
         ),
     ] = None,
     verbose: VerboseOption = False,
+    secure: SecureOption = False,
 ) -> None:
     """Three parallel research sub-tasks, a synthesis of them, a review of it.
 
@@ -189,6 +200,7 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
                     if dashboard
                     else None
                 ),
+                secure=secure,
             )
         )
         history = GitRepo(knowledge).log(limit=20) if (knowledge / ".git").exists() else []
@@ -208,27 +220,37 @@ def up(
         bool, typer.Option(help="Serve the dashboard too (HIVEBUS_DASHBOARD_HOST/PORT).")
     ] = True,
     verbose: VerboseOption = False,
+    secure: SecureOption = False,
 ) -> None:
     """Run every service and the dashboard until Ctrl-C.
 
     The nats-server is embedded unless HIVEBUS_NATS_URL is set. A dashboard port in use is
-    reported and the rest runs without it.
+    reported and the rest runs without it. With `--secure`, the `client` and `approver`
+    credentials for commands run beside it are written to `<data dir>/credentials/`.
     """
     settings = settings_from_env(verbose=verbose, quiet_default=False)
     cfg = config_or_exit(config, settings)
+    if secure and settings.nats_url:
+        stderr_console().print("[red]--secure runs the embedded server: unset HIVEBUS_NATS_URL[/]")
+        raise typer.Exit(EXIT_USAGE)
 
     async def main() -> None:
         console = stderr_console()
-        async with LocalStack(settings, cfg, data_dir=data_dir) as stack:
+        async with LocalStack(settings, cfg, data_dir=data_dir, secure=secure) as stack:
             console.print(
                 f"hivebus is up on {stack.url} (roles: {', '.join(sorted(cfg.roles))}); "
                 "Ctrl-C stops"
             )
+            if stack.identities is not None:
+                where = (data_dir or stack.server_dir()) / "credentials"
+                for name in ("client", "approver"):
+                    path = stack.identities.credentials_file(where / f"{name}.env", name)
+                    console.print(f"{name} credentials: source {path}", soft_wrap=True)
             if not dashboard:
                 await until_signal()
                 return
             try:
-                async with DashboardServer(settings, stack.url) as board:
+                async with DashboardServer(stack.dashboard_settings(), stack.url) as board:
                     announce(console, board, settings)
                     await until_signal()
                     # The services stop first: nothing more is dispatched while the page
@@ -256,7 +278,8 @@ def serve(
         url = url_or_exit(settings)
 
         async def dashboard_main() -> None:
-            await provision_all(url, settings, [])
+            if settings.provision:
+                await provision_all(url, settings, [])
             await serve_until_signal(settings, url, None, None)
 
         asyncio.run(dashboard_main())
@@ -271,7 +294,8 @@ def serve(
     tracing = telemetry.configure(settings, service.value, **attributes)
 
     async def main() -> None:
-        await provision_all(url, settings, [role] if role else sorted(cfg.roles))
+        if settings.provision:
+            await provision_all(url, settings, [role] if role else sorted(cfg.roles))
         if service == Service.ORCHESTRATOR:
             broker = await start_orchestrator(settings, cfg, url)
         elif service == Service.KNOWLEDGE:
@@ -283,7 +307,10 @@ def serve(
             assert role is not None  # noqa: S101 - checked above
             broker = await start_agent(settings, cfg, role, url)
         try:
-            await until_signal()
+            async with heartbeat(
+                settings.health_file, service.value, lambda: broker.ping(PROBE_TIMEOUT_S)
+            ):
+                await until_signal()
         finally:
             await broker.stop()
             tracing.shutdown()  # export what is buffered before the process ends

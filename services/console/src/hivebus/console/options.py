@@ -69,3 +69,13 @@ def url_or_exit(settings: Settings) -> str:
         )
         raise typer.Exit(EXIT_USAGE)
     return settings.nats_url
+
+
+SecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="Run the embedded server with the shipped NATS identities and permissions, each "
+        "service as its own identity (what a deployment runs).",
+    ),
+]

@@ -21,6 +21,7 @@ from hivebus.console.client import HiveClient
 from hivebus.console.dashboard.command import announce, until_signal
 from hivebus.console.dashboard.server import DashboardServer
 from hivebus.console.render import follow_to_end, stderr_console
+from hivebus.console.secure import LocalIdentities
 from hivebus.contracts import TaskFinished, TaskRejected
 from hivebus.core import (
     EmbeddedNats,
@@ -31,6 +32,7 @@ from hivebus.core import (
     new_broker,
     telemetry,
 )
+from hivebus.core.identities import agent_identity_name
 from hivebus.core.topology import provision
 from hivebus.knowledge.service import start_knowledge
 from hivebus.orchestrator.service import start_orchestrator
@@ -58,8 +60,16 @@ class LocalStack:
         *,
         data_dir: Path | None = None,
         services: bool = True,
+        secure: bool = False,
     ) -> None:
-        """Use `settings.nats_url` if set, else an embedded server storing in `data_dir`."""
+        """Use `settings.nats_url` if set, else an embedded server storing in `data_dir`.
+
+        With `secure`, the embedded server has the shipped identities and permissions
+        (`hivebus.console.secure`), and every service connects as its own identity.
+        """
+        if secure and settings.nats_url:
+            raise ValueError("secure runs the embedded server: unset HIVEBUS_NATS_URL")
+        self.identities = LocalIdentities(config.roles) if secure else None
         self.settings = settings
         self.config = config
         self.data_dir = data_dir
@@ -90,27 +100,62 @@ class LocalStack:
         self.telemetries.append(made)
         return telemetry.bound(made)
 
+    def server_dir(self) -> Path:
+        """Where the embedded server keeps its store and configuration."""
+        if self.server is None:
+            raise ValueError("no embedded server: the stack uses HIVEBUS_NATS_URL")
+        return self.server.data_dir
+
+    def settings_as(self, identity: str) -> Settings:
+        """The settings a part of this stack connects with: its own identity when secure."""
+        if self.identities is None:
+            return self.settings
+        return self.identities.settings(self.settings, identity)
+
+    def dashboard_settings(self) -> Settings:
+        """The dashboard's: reading as `dashboard`, deciding as `approver` when secure."""
+        if self.identities is None:
+            return self.settings
+        return self.settings_as("dashboard").model_copy(
+            update={
+                "approver_user": "approver",
+                "approver_password": self.settings_as("approver").nats_password,
+            }
+        )
+
     async def __aenter__(self) -> Self:
         """Start the server (if embedded), provision, start the services."""
         if not self.settings.nats_url:
-            self.server = EmbeddedNats(self.data_dir)
+            authorization = self.identities.authorization() if self.identities else ""
+            self.server = EmbeddedNats(self.data_dir, authorization=authorization)
             await self.server.start()
             self.url = self.server.url
         try:
-            await provision_all(self.url, self.settings, sorted(self.config.roles))
+            await provision_all(
+                self.url, self.settings_as("provisioner"), sorted(self.config.roles)
+            )
             if self.services:
                 with self._telemetry("knowledge"):
                     self.brokers.append(
-                        await start_knowledge(self.settings, self.knowledge_root(), self.url)
+                        await start_knowledge(
+                            self.settings_as("knowledge"), self.knowledge_root(), self.url
+                        )
                     )
                 with self._telemetry("orchestrator"):
                     self.brokers.append(
-                        await start_orchestrator(self.settings, self.config, self.url)
+                        await start_orchestrator(
+                            self.settings_as("orchestrator"), self.config, self.url
+                        )
                     )
                 for role in sorted(self.config.roles):
                     with self._telemetry("agent", role):
                         self.brokers.append(
-                            await start_agent(self.settings, self.config, role, self.url)
+                            await start_agent(
+                                self.settings_as(agent_identity_name(role)),
+                                self.config,
+                                role,
+                                self.url,
+                            )
                         )
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -167,13 +212,18 @@ async def run_local(
     timeout_s: float,
     decider: Decider | None = None,
     dashboard_port: int | None = None,
+    secure: bool = False,
 ) -> TaskFinished | TaskRejected:
-    """Run one task on a local stack; with `dashboard_port`, beside a dashboard kept up after."""
+    """Run one task on a local stack; with `dashboard_port`, beside a dashboard kept up after.
+
+    With `secure`, on the shipped identities: the task is submitted (and its approvals
+    decided) as `approver`.
+    """
     console = stderr_console()
     async with (
-        LocalStack(settings, config, data_dir=data_dir) as stack,
-        dashboard_beside(settings, stack.url, dashboard_port) as board,
-        HiveClient(stack.url, settings) as client,
+        LocalStack(settings, config, data_dir=data_dir, secure=secure) as stack,
+        dashboard_beside(stack.dashboard_settings(), stack.url, dashboard_port) as board,
+        HiveClient(stack.url, stack.settings_as("approver")) as client,
     ):
         if board is not None:
             announce(console, board, settings)

@@ -161,7 +161,7 @@ def stats(
     window = Window(now - length, now)
     baseline = Window(window.start - earlier, window.start) if earlier is not None else None
     try:
-        tally = asyncio.run(collect(url, (baseline or window).start - LOOKBACK))
+        tally = asyncio.run(collect(url, (baseline or window).start - LOOKBACK, settings))
     except StatsReadError as exc:
         stderr_console().print(f"[red]stats:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_ERROR) from exc

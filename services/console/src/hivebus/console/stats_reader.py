@@ -26,6 +26,8 @@ from nats.js.errors import NotFoundError
 from hivebus.console.stats_tally import Tally
 from hivebus.contracts import subjects
 from hivebus.contracts.subjects import EventKind
+from hivebus.core.credentials import connect_options
+from hivebus.core.settings import Settings
 
 LOOKBACK = timedelta(hours=1)
 """How far (stream time) before the earliest window the read starts, so the starts, steps and
@@ -135,7 +137,7 @@ async def _quiet(_: Exception) -> None:
     """nats-py reports connection errors here; the command reports its own."""
 
 
-async def collect(url: str, since: datetime) -> Tally:
+async def collect(url: str, since: datetime, settings: Settings) -> Tally:
     """Every event the scorecard needs, read from EVENTS and DLQ since `since` (stream time).
 
     The connection is nats-py's own, bounded (two tries, no reconnection): a command must not
@@ -154,6 +156,7 @@ async def collect(url: str, since: datetime) -> Tally:
             max_reconnect_attempts=CONNECT_ATTEMPTS,  # also bounds the first connection's tries
             reconnect_time_wait=CONNECT_WAIT_S,
             error_cb=_quiet,
+            **connect_options(settings),
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise StatsReadError(

@@ -7,6 +7,7 @@ import logging
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 
+from hivebus.core.credentials import inbox_prefix, nats_security
 from hivebus.core.decoding import bounded_decoder
 from hivebus.core.settings import Settings
 from hivebus.core.settle import invalid_message_middleware
@@ -17,7 +18,11 @@ def new_broker(url: str, service: str, settings: Settings) -> NatsBroker:
 
     `url` may list several servers separated by commas (the nodes of a cluster). Bodies that
     fail validation are settled by the one policy of `hivebus.core.settle`; bodies too large or
-    nested too deeply are never decoded (`hivebus.core.decoding`).
+    nested too deeply are never decoded (`hivebus.core.decoding`). The identity (user, creds,
+    TLS, inbox prefix) comes from `hivebus.core.credentials`.
+
+    Raises:
+        ConfigError: a credentials file named in the settings cannot be read.
     """
     return NatsBroker(
         [part.strip() for part in url.split(",") if part.strip()],
@@ -28,7 +33,18 @@ def new_broker(url: str, service: str, settings: Settings) -> NatsBroker:
         logger=logging.getLogger(f"hivebus.{service}.faststream"),
         middlewares=[invalid_message_middleware(settings)],
         decoder=bounded_decoder,
+        security=nats_security(settings),
+        inbox_prefix=inbox_prefix(settings),
     )
+
+
+def pull_inbox(settings: Settings) -> bytes:
+    """Inbox prefix for a pull subscriber's fetches, the broker's own.
+
+    FastStream's default ignores the broker's, and the shipped permissions let a process read
+    only its own inboxes.
+    """
+    return f"{inbox_prefix(settings)}.".encode()
 
 
 async def jetstream(broker: NatsBroker) -> JetStreamContext:

@@ -45,8 +45,11 @@ def free_port() -> int:
         return port
 
 
-def server_config(port: int, store_dir: Path) -> str:
-    """nats-server configuration: loopback, JetStream on file storage, fsync on every write."""
+def server_config(port: int, store_dir: Path, authorization: str = "") -> str:
+    """nats-server configuration: loopback, JetStream on file storage, fsync on every write.
+
+    `authorization` (a block from `hivebus.core.identities`) is appended when given.
+    """
     store = str(store_dir).replace("\\", "/").replace('"', "")
     return (
         f"listen: 127.0.0.1:{port}\n"
@@ -54,14 +57,21 @@ def server_config(port: int, store_dir: Path) -> str:
         f'  store_dir: "{store}"\n'
         "  sync_interval: always\n"
         "}\n"
+        f"{authorization}"
     )
 
 
 class EmbeddedNats:
     """A nats-server child process; use as an async context manager."""
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
-        """Keep the store in `data_dir` (a temporary directory when None) on `port` (free)."""
+    def __init__(
+        self, data_dir: Path | None = None, port: int | None = None, authorization: str = ""
+    ) -> None:
+        """Keep the store in `data_dir` (a temporary directory when None) on `port` (free).
+
+        `authorization` is a nats-server `authorization` block (none: anyone may do anything).
+        """
+        self.authorization = authorization
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hivebus-nats-")
@@ -79,7 +89,11 @@ class EmbeddedNats:
         """Start the server and wait until it accepts connections."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(server_config(self.port, self.data_dir / "jetstream"), encoding="utf-8")
+        conf.write_text(
+            server_config(self.port, self.data_dir / "jetstream", self.authorization),
+            encoding="utf-8",
+        )
+        conf.chmod(0o600)  # it may hold passwords
         log_file = (self.data_dir / "nats-server.log").open("ab")
         self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed binary, argument list; Popen returns at once
             [str(nats_server_binary()), "-c", str(conf)],

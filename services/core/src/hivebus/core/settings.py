@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,54 @@ class Settings(BaseSettings):
 
     nats_url: str | None = Field(
         default=None, description="NATS server URL; `up`/`run` start an embedded one when unset."
+    )
+    nats_user: str | None = Field(
+        default=None, min_length=1, description="NATS user name of this process's identity."
+    )
+    nats_password: SecretStr | None = Field(
+        default=None, description="Password of `nats_user`; never logged."
+    )
+    nats_password_file: Path | None = Field(
+        default=None,
+        description="A file holding the password (a compose or Kubernetes secret), instead of "
+        "HIVEBUS_NATS_PASSWORD.",
+    )
+    nats_creds: Path | None = Field(
+        default=None,
+        description="A NATS credentials file (user JWT and seed) or an nkey seed file, instead "
+        "of a user and password.",
+    )
+    nats_inbox_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="Prefix of this process's reply subjects; `_INBOX_<user>` when a user is "
+        "set (what the shipped permissions allow it), else `_INBOX`.",
+    )
+    nats_tls_ca: Path | None = Field(
+        default=None, description="CA bundle that signs the server's certificate (turns TLS on)."
+    )
+    nats_tls_cert: Path | None = Field(
+        default=None, description="Client certificate, for servers that verify clients."
+    )
+    nats_tls_key: Path | None = Field(default=None, description="Key of `nats_tls_cert`.")
+    approver_user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The dashboard decides approvals and replays dead letters as this NATS "
+        "user (the `approver` identity) when its own identity (`dashboard`) may not.",
+    )
+    approver_password: SecretStr | None = Field(
+        default=None, description="Password of `approver_user`; never logged."
+    )
+    provision: bool = Field(
+        default=True,
+        description="`serve` creates the streams, buckets and consumers it needs at start; "
+        "false in a deployment, where `hivebus provision` did it as the provisioner identity.",
+    )
+    health_file: Path | None = Field(
+        default=None,
+        description="`serve` rewrites this file every few seconds while it is connected; "
+        "`hivebus health` reads it (the image sets /tmp/hivebus-health).",
     )
     config_file: Path = Field(default=Path("hivebus.yaml"), description="Roles and tools file.")
     data_dir: Path | None = Field(
@@ -157,6 +205,26 @@ class Settings(BaseSettings):
         description="Put prompts, completions, tool arguments and results on spans "
         "(off: they can hold personal data).",
     )
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> Self:
+        if self.nats_password is not None and self.nats_password_file is not None:
+            raise ValueError("set HIVEBUS_NATS_PASSWORD or HIVEBUS_NATS_PASSWORD_FILE, not both")
+        has_password = self.nats_password is not None or self.nats_password_file is not None
+        if has_password and self.nats_user is None:
+            raise ValueError("a NATS password is set but HIVEBUS_NATS_USER is not")
+        if self.nats_user is not None and not has_password:
+            raise ValueError(
+                f"HIVEBUS_NATS_USER is {self.nats_user!r} but no password is set "
+                "(HIVEBUS_NATS_PASSWORD or HIVEBUS_NATS_PASSWORD_FILE)"
+            )
+        if self.nats_creds is not None and self.nats_user is not None:
+            raise ValueError("set HIVEBUS_NATS_CREDS or HIVEBUS_NATS_USER, not both")
+        if (self.approver_user is None) != (self.approver_password is None):
+            raise ValueError("HIVEBUS_APPROVER_USER and HIVEBUS_APPROVER_PASSWORD go together")
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("HIVEBUS_NATS_TLS_CERT and HIVEBUS_NATS_TLS_KEY go together")
+        return self
 
     @field_validator("trace_url")
     @classmethod

@@ -61,6 +61,7 @@ from hivebus.core import (
     new_broker,
     telemetry,
 )
+from hivebus.core.bus import pull_inbox
 from hivebus.knowledge.committer import GroupCommitter
 from hivebus.knowledge.store import KnowledgeStore, author_of
 
@@ -227,6 +228,7 @@ def build_knowledge_broker(settings: Settings, url: str) -> NatsBroker:
         stream=JStream(subjects.KNOWLEDGE_STREAM, declare=False),
         durable=subjects.KNOWLEDGE_WRITER_CONSUMER,
         pull_sub=PullSub(batch_size=WRITE_BATCH, timeout=1.0),
+        inbox_prefix=pull_inbox(settings),
         max_workers=WRITE_BATCH,
         ack_policy=AckPolicy.MANUAL,
         title="knowledge.write",

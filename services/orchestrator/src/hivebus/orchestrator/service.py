@@ -44,6 +44,7 @@ from hivebus.core import (
     new_broker,
     telemetry,
 )
+from hivebus.core.bus import pull_inbox
 from hivebus.core.decoding import decode_json
 from hivebus.core.knowledge_client import wait_for_write
 from hivebus.core.topology import orchestrator_max_deliver
@@ -272,6 +273,7 @@ def build_orchestrator_broker(settings: Settings, url: str) -> NatsBroker:
             title=consumer.title,
             description=consumer.description,
             pull_sub=PullSub(batch_size=1, timeout=1.0),
+            inbox_prefix=pull_inbox(settings),
             max_workers=WORKERS,
             ack_policy=AckPolicy.MANUAL,
         )(handlers[consumer.subject])

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from hivebus.console.dashboard.security import is_loopback
 from hivebus.console.dashboard.server import DashboardBindError, DashboardServer
+from hivebus.console.health import heartbeat
 from hivebus.console.options import EXIT_USAGE, settings_from_env, url_or_exit
 from hivebus.console.render import stderr_console
 from hivebus.core import Settings
@@ -59,12 +60,20 @@ async def until_signal() -> None:
 async def serve_until_signal(
     settings: Settings, url: str, host: str | None, port: int | None
 ) -> None:
-    """Run the dashboard of the bus at `url` until SIGINT/SIGTERM; exit 2 if it cannot listen."""
+    """Run the dashboard of the bus at `url` until SIGINT/SIGTERM; exit 2 if it cannot listen.
+
+    Healthy (`hivebus.console.health`) while its feed has read the streams.
+    """
     console = stderr_console()
     try:
         async with DashboardServer(settings, url, host=host, port=port) as server:
             announce(console, server, settings)
-            await until_signal()
+
+            async def ready() -> bool:
+                return server.dashboard.ready.is_set()
+
+            async with heartbeat(settings.health_file, "dashboard", ready):
+                await until_signal()
     except DashboardBindError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_USAGE) from exc

@@ -232,7 +232,8 @@ async def stats(request: Request) -> Response:
     now = datetime.now(UTC)
     window = Window(now - length, now)
     try:
-        tally = await collect(dashboard_of(request).url, window.start - LOOKBACK)
+        board = dashboard_of(request)
+        tally = await collect(board.url, window.start - LOOKBACK, board.settings)
     except StatsReadError as exc:
         raise ApiError(503, str(exc)) from exc
     return JSONResponse(scorecard_json(scorecard(tally, by, window)))
