@@ -1,21 +1,19 @@
 """The Node.js client in `examples/clients/node` against a real bus, as a restricted identity.
 
-The nats-server here has two users: `hive` for the services, allowed everything, and `client`,
-allowed only what the example's README lists (`CLIENT_PERMISSIONS`), so a test passes only if
-those permissions are enough. The client's packages are installed once with `npm ci` from its
-committed lock; the install is skipped while `node_modules` matches the lock.
+The bus runs with the shipped identities (`LocalStack(secure=True)`): every service as its
+own identity and the client as `client`, so a test passes only if the `client` identity's
+permissions are enough for a client written from the contracts alone. The client's packages
+are installed once with `npm ci` from its committed lock; the install is skipped while
+`node_modules` matches the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import secrets
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,25 +25,12 @@ from hivetest import REPO, process_env, write_config, write_script
 from hivebus.console.stack import LocalStack
 from hivebus.contracts import StepRecorded, TaskSubmitted
 from hivebus.core import Settings
-from hivebus.core.embedded import free_port, nats_server_binary
 
 pytestmark = pytest.mark.e2e
 
 CLIENT_DIR = REPO / "examples" / "clients" / "node"
 INSTALL_STAMP = CLIENT_DIR / "node_modules" / ".hivebus-installed"
 """Holds the digest of package.json and package-lock.json that `npm ci` last installed."""
-
-CLIENT_PERMISSIONS = {
-    "publish": {
-        "allow": [
-            "hive.tasks.submit",
-            "$JS.API.CONSUMER.CREATE.EVENTS.>",
-            "$JS.FC.EVENTS.>",
-        ]
-    },
-    "subscribe": {"allow": ["_INBOX_client.>"]},
-}
-"""Everything the `client` identity may do: the list in examples/clients/node/README.md."""
 
 ANSWER = "Limits stop runaway agents."
 RUN_TIMEOUT_S = 20.0
@@ -87,78 +72,27 @@ def node() -> str:
     return found
 
 
-@dataclass(frozen=True)
-class SecuredNats:
-    """A nats-server with a `hive` user (services) and a restricted `client` user."""
-
-    port: int
-    hive_password: str
-    client_password: str
-
-    @property
-    def services_url(self) -> str:
-        """The URL the services connect with, as `hive`."""
-        return f"nats://hive:{self.hive_password}@127.0.0.1:{self.port}"
-
-    def client_env(self) -> dict[str, str]:
-        """The Node client's environment: connect as `client` (inbox prefix by default)."""
-        return process_env(
-            HIVEBUS_NATS_URL=f"nats://127.0.0.1:{self.port}",
-            HIVEBUS_NATS_USER="client",
-            HIVEBUS_NATS_PASSWORD=self.client_password,
-        )
-
-
-def _server_config(server: SecuredNats, store: Path) -> str:
-    users = [
-        {"user": "hive", "password": server.hive_password},
-        {"user": "client", "password": server.client_password, "permissions": CLIENT_PERMISSIONS},
-    ]
-    # nats-server's configuration format accepts JSON for its values.
-    return (
-        f"listen: 127.0.0.1:{server.port}\n"
-        f"jetstream {{ store_dir: {json.dumps(str(store))} }}\n"
-        f"authorization {{ users: {json.dumps(users)} }}\n"
-    )
-
-
 @pytest.fixture
-async def secured_nats(tmp_path: Path) -> AsyncIterator[SecuredNats]:
-    """A nats-server with JetStream and two users, on a free port, storing in tmp_path."""
-    server = SecuredNats(free_port(), secrets.token_hex(8), secrets.token_hex(8))
-    conf = tmp_path / "nats.conf"
-    conf.write_text(_server_config(server, tmp_path / "js"), encoding="utf-8")
-    with (tmp_path / "nats.log").open("wb") as log:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
-            [str(nats_server_binary()), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        async with asyncio.timeout(15):
-            while True:  # until it accepts connections
-                if proc.poll() is not None:
-                    pytest.fail(f"nats-server exited {proc.returncode}; see {tmp_path}/nats.log")
-                with contextlib.suppress(OSError):
-                    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-                    writer.close()
-                    break
-                await asyncio.sleep(0.05)
-        yield server
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 10)
+def secure_bus(tmp_path: Path) -> LocalStack:
+    """The services (one role, `writer`, with a scripted model) on the shipped identities."""
+    return _stack(tmp_path)
 
 
-def _stack(server: SecuredNats, tmp_path: Path, *, services: bool = True) -> LocalStack:
-    """The services (one role, `writer`, with a scripted model) on `server`, as `hive`."""
+def _stack(tmp_path: Path, *, services: bool = True) -> LocalStack:
     model = write_script(tmp_path, "writer.yaml", [{"text": ANSWER}])
     config = write_config(tmp_path / "config", {"writer": {"system": "You write.", "model": model}})
-    settings = Settings(
-        nats_url=server.services_url,
-        orchestrator_ack_wait_s=2.0,
-        work_ack_wait_s=5.0,
-        heartbeat_s=1.0,
+    settings = Settings(orchestrator_ack_wait_s=2.0, work_ack_wait_s=5.0, heartbeat_s=1.0)
+    return LocalStack(settings, config, services=services, secure=True)
+
+
+def client_env(stack: LocalStack) -> dict[str, str]:
+    """The Node client's environment: connect as `client` (inbox prefix by default)."""
+    assert stack.identities is not None
+    return process_env(
+        HIVEBUS_NATS_URL=stack.url,
+        HIVEBUS_NATS_USER="client",
+        HIVEBUS_NATS_PASSWORD=stack.identities.passwords["client"],
     )
-    return LocalStack(settings, config, services=services)
 
 
 @dataclass(frozen=True)
@@ -190,14 +124,12 @@ async def _client(node: str, env: dict[str, str], *args: str) -> Run:
     return Run(proc.returncode, out.decode(), err.decode())
 
 
-async def test_a_task_submitted_from_node_completes(
-    node: str, secured_nats: SecuredNats, tmp_path: Path
-) -> None:
+async def test_a_task_submitted_from_node_completes(node: str, secure_bus: LocalStack) -> None:
     """The client submits, prints each event of the task in order, its output, and exits 0."""
-    async with _stack(secured_nats, tmp_path):
+    async with secure_bus as stack:
         run = await _client(
             node,
-            secured_nats.client_env(),
+            client_env(stack),
             *("--goal", "Explain agent limits.", "--subtask", "writer:Say why limits matter."),
             *("--task-id", "node-done", "--timeout", "15"),
         )
@@ -209,13 +141,13 @@ async def test_a_task_submitted_from_node_completes(
 
 
 async def test_a_rejected_task_exits_non_zero_with_the_reason(
-    node: str, secured_nats: SecuredNats, tmp_path: Path
+    node: str, secure_bus: LocalStack
 ) -> None:
     """A plan naming an unknown role ends in `task_rejected`: exit 8, the reason on stderr."""
-    async with _stack(secured_nats, tmp_path):
+    async with secure_bus as stack:
         run = await _client(
             node,
-            secured_nats.client_env(),
+            client_env(stack),
             *("--goal", "Haunt the bus.", "--subtask", "ghost", "--task-id", "node-rejected"),
         )
     assert run.code == 8, run.stdout + run.stderr
@@ -224,12 +156,18 @@ async def test_a_rejected_task_exits_non_zero_with_the_reason(
 
 
 async def test_a_long_event_history_is_followed_to_the_end(
-    node: str, secured_nats: SecuredNats, tmp_path: Path
+    node: str, secure_bus: LocalStack
 ) -> None:
     """Megabytes of events stall delivery until the client answers flow control; it does."""
     task_id = "node-long"
-    async with _stack(secured_nats, tmp_path):
-        hive = await nats.connect(secured_nats.services_url)
+    async with secure_bus as stack:
+        assert stack.identities is not None
+        hive = await nats.connect(
+            stack.url,
+            user="agent-writer",  # step events are what agents publish
+            password=stack.identities.passwords["agent-writer"],
+            inbox_prefix="_INBOX_agent-writer",
+        )
         try:
             js = hive.jetstream()
             # 4 MB: without an answer to its flow-control requests, nats-server 2.15 stops
@@ -250,7 +188,7 @@ async def test_a_long_event_history_is_followed_to_the_end(
             await hive.close()
         run = await _client(
             node,
-            secured_nats.client_env(),
+            client_env(stack),
             *("--goal", "Go on.", "--subtask", "writer", "--task-id", task_id, "--timeout", "15"),
         )
     assert run.code == 0, run.stdout + run.stderr
@@ -258,14 +196,12 @@ async def test_a_long_event_history_is_followed_to_the_end(
     assert "[node-long] task_finished: finished completed" in run.stdout
 
 
-async def test_no_end_in_time_exits_with_a_clear_message(
-    node: str, secured_nats: SecuredNats, tmp_path: Path
-) -> None:
+async def test_no_end_in_time_exits_with_a_clear_message(node: str, tmp_path: Path) -> None:
     """With no orchestrator to answer, the client gives up after `--timeout` and says so."""
-    async with _stack(secured_nats, tmp_path, services=False):
+    async with _stack(tmp_path, services=False) as stack:
         run = await _client(
             node,
-            secured_nats.client_env(),
+            client_env(stack),
             *("--goal", "Wait.", "--subtask", "writer", "--task-id", "node-late", "--timeout", "1"),
         )
     assert run.code == 10, run.stdout + run.stderr
@@ -294,12 +230,13 @@ async def test_the_message_is_valid_against_the_schema(node: str) -> None:
     assert submitted.plan.subtasks[1].prompt == "Again."
 
 
-async def test_an_inbox_outside_the_permissions_is_explained(
-    node: str, secured_nats: SecuredNats
-) -> None:
+async def test_an_inbox_outside_the_permissions_is_explained(node: str, tmp_path: Path) -> None:
     """An inbox prefix the identity may not subscribe to fails at once, saying what to check."""
-    env = {**secured_nats.client_env(), "HIVEBUS_NATS_INBOX_PREFIX": "_INBOX"}
-    run = await _client(node, env, "--goal", "Try.", "--subtask", "writer", "--task-id", "node-x")
+    async with _stack(tmp_path, services=False) as stack:
+        env = {**client_env(stack), "HIVEBUS_NATS_INBOX_PREFIX": "_INBOX"}
+        run = await _client(
+            node, env, "--goal", "Try.", "--subtask", "writer", "--task-id", "node-x"
+        )
     assert run.code == 1, run.stdout + run.stderr
     assert 'Permissions Violation for Subscription to "_INBOX.' in run.stderr
     assert "HIVEBUS_NATS_INBOX_PREFIX" in run.stderr
