@@ -231,6 +231,10 @@ FOREIGN_WORK = [
     consumer_on(WORK, "steal", "hive.work.writer"),
     consumer_on(WORK, "steal-all", "hive.work.*"),
 ]
+STEAL_RESULTS = [
+    api(f"CONSUMER.MSG.NEXT.{EVENTS}.orchestrator-subtask-finished", {"batch": 1, "no_wait": True}),
+    pub(f"$JS.ACK.{EVENTS}.orchestrator-subtask-finished.1.1.1.1.1"),
+]
 HIJACK_DURABLES = [
     consumer_on(EVENTS, "orchestrator-subtask-finished", "hive.events.*.subtask_finished"),
     api(f"CONSUMER.DELETE.{EVENTS}.orchestrator-subtask-finished"),
@@ -273,6 +277,7 @@ DENIED: dict[str, list[Op]] = {
         *OTHER_INBOXES[:1],
     ],
     "agent-researcher": [
+        *STEAL_RESULTS,
         *FOREIGN_WORK,
         pub(f"hive.control.{ANY}.cancel"),
         *DECISIONS,
@@ -287,6 +292,7 @@ DENIED: dict[str, list[Op]] = {
         *CORE_EVENTS,
     ],
     "knowledge": [
+        *STEAL_RESULTS,
         pub(subjects.KNOWLEDGE_WRITE),
         *FORGED_RESULTS,
         pub("hive.work.researcher"),
@@ -295,6 +301,7 @@ DENIED: dict[str, list[Op]] = {
         *HIJACK_DURABLES,
     ],
     "client": [
+        *STEAL_RESULTS,
         *FORGED_RESULTS,
         _forged("approval_resolved"),
         api(f"CONSUMER.MSG.NEXT.{WORK}.agent-researcher", {"batch": 1}),
@@ -311,6 +318,7 @@ DENIED: dict[str, list[Op]] = {
         *CORE_EVENTS,
     ],
     "approver": [
+        *STEAL_RESULTS,
         *FORGED_RESULTS,
         *FOREIGN_WORK,
         *TASK_STATE_WRITES,
@@ -318,6 +326,7 @@ DENIED: dict[str, list[Op]] = {
         *PRIVATE_BUCKETS,
     ],
     "dashboard": [
+        *STEAL_RESULTS,
         pub(subjects.SUBMIT),
         pub(f"hive.control.{ANY}.cancel"),
         *DECISIONS,
@@ -326,6 +335,7 @@ DENIED: dict[str, list[Op]] = {
         *HIJACK_DURABLES,
     ],
     "observer": [
+        *STEAL_RESULTS,
         pub(subjects.SUBMIT),
         pub(f"hive.control.{ANY}.cancel"),
         *DECISIONS,

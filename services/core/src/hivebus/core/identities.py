@@ -69,29 +69,25 @@ def ephemeral_consumer(stream: str) -> tuple[str, ...]:
     return (f"{JS_API}.CONSUMER.CREATE.{stream}", f"{JS_API}.CONSUMER.CREATE.{stream}.>")
 
 
-def scan_stream(stream: str) -> tuple[str, ...]:
-    """Reading part of a stream by pulling from (and deleting) consumers of one's own.
+def durable_guard(stream: str, durable: str, *, owner: bool) -> tuple[str, ...]:
+    """What would create, change or delete a durable consumer; for non-owners, pull from it.
 
-    Only for an identity that owns every durable consumer of that stream.
+    Settling its messages is guarded too for non-owners. Denied to every identity but the
+    provisioner, even where consumers of one's own are allowed on that stream (deny wins over
+    allow in nats-server).
     """
-    return (
-        *read_stream(stream),
-        f"{JS_API}.CONSUMER.INFO.{stream}.*",
-        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
-        f"{JS_API}.CONSUMER.DELETE.{stream}.*",
-    )
-
-
-def durable_guard(stream: str, durable: str) -> tuple[str, ...]:
-    """What would create, update, replace or delete a durable consumer.
-
-    Denied to all but the provisioner, even where creating one's own consumers is allowed.
-    """
-    return (
+    guard = (
         f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",
         f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}.>",
         f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
         f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}",
+    )
+    if owner:
+        return guard
+    return (
+        *guard,
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"{JS_ACK}.{stream}.{durable}.>",
     )
 
 
@@ -121,12 +117,22 @@ def kv_write(bucket: str, key: str = ">") -> tuple[str, ...]:
 
 
 def read_stream(stream: str) -> tuple[str, ...]:
-    """Following a whole stream through consumers of one's own, answering flow control.
+    """Reading a whole stream through consumers of one's own, pushed or pulled.
 
-    The consumers are never deleted by the reader (that right would reach the services'
-    durable consumers too): the server removes them once inactive.
+    Pushed consumers need flow control answered; pulled ones are looked up and deleted when
+    done.
+
+    The wildcards would reach the services' durable consumers too: `durable_guard` denies
+    those to everyone who does not own them.
     """
-    return (stream_info(stream), *ephemeral_consumer(stream), f"{JS_FC}.{stream}.>")
+    return (
+        stream_info(stream),
+        *ephemeral_consumer(stream),
+        f"{JS_API}.CONSUMER.INFO.{stream}.*",
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+        f"{JS_FC}.{stream}.>",
+    )
 
 
 def artifacts_read() -> tuple[str, ...]:
@@ -236,7 +242,7 @@ def _orchestrator() -> Identity:
             *kv_read(subjects.RUNS_BUCKET),
             *read_stream(kv_stream(subjects.KNOWLEDGE_BUCKET)),
             *kv_read(subjects.KNOWLEDGE_BUCKET),
-            *scan_stream(subjects.CONTROL_STREAM),
+            *read_stream(subjects.CONTROL_STREAM),
             *artifacts_write(),
         ),
     )
@@ -325,8 +331,13 @@ def durables(roles: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def _guarded(identity: Identity, every_durable: list[tuple[str, str]]) -> Identity:
+    def owns(stream: str, name: str) -> bool:
+        return f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}" in identity.publish
+
     deny = tuple(
-        subject for stream, name in every_durable for subject in durable_guard(stream, name)
+        subject
+        for stream, name in every_durable
+        for subject in durable_guard(stream, name, owner=owns(stream, name))
     )
     return dataclasses.replace(identity, deny_publish=deny)
 
@@ -335,7 +346,7 @@ def identities(roles: Iterable[str]) -> list[Identity]:
     """Every identity of a deployment whose configuration has `roles`, provisioner first.
 
     Every identity but the provisioner is denied whatever would create, change or delete a
-    durable consumer (`durable_guard`).
+    durable consumer, and pulling from one it does not own (`durable_guard`).
     """
     roles = sorted(roles)
     every_durable = durables(roles)

@@ -128,7 +128,7 @@ async def decide(request: Request) -> Response:
     if not is_identifier(approval_id):
         raise ApiError(400, f"approval_id: {approval_id!r} is not an approval id (ap-...)")
     dashboard = dashboard_of(request)
-    client = dashboard.client
+    client = await dashboard.decider()
     asked = await client.find_approval(approval_id, body.task_id)
     if asked is None:
         raise ApiError(404, f"no approval {approval_id} was asked for (in the last 24h)")
@@ -204,7 +204,7 @@ async def replay(request: Request) -> Response:
     seq = _seq(request)
     body: ReplayBody = await read_body(request, ReplayBody, "body")
     try:
-        task_id = await dashboard_of(request).client.replay(
+        task_id = await (await dashboard_of(request).decider()).replay(
             seq, from_checkpoint=body.from_checkpoint
         )
     except ReplayError as exc:

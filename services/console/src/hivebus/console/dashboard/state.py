@@ -59,6 +59,8 @@ class Dashboard:
         self.problem = f"connecting to the bus at {url}"
         self.streams = 0
         self._client: HiveClient | None = None
+        self._decider: HiveClient | None = None
+        self._decider_lock = asyncio.Lock()
         self._feed: Feed | None = None
         self._details: Details | None = None
         self._task: asyncio.Task[None] | None = None
@@ -102,9 +104,10 @@ class Dashboard:
                 await self._task
         if self._feed is not None:
             await self._feed.stop()
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.__aexit__(None, None, None)
+        for client in (self._client, self._decider):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.__aexit__(None, None, None)
 
     def _require(self) -> None:
         if not self.ready.is_set():
@@ -116,6 +119,39 @@ class Dashboard:
         self._require()
         assert self._client is not None  # noqa: S101 - set before `ready`
         return self._client
+
+    async def decider(self) -> HiveClient:
+        """The client that publishes decisions and replays: as the approver when configured.
+
+        The dashboard's own identity (`dashboard`) only reads; with HIVEBUS_APPROVER_USER set,
+        what the page decides goes out with the approver's rights, on a connection of its own.
+        """
+        reader = self.client
+        if self.settings.approver_user is None:
+            return reader
+        async with self._decider_lock:
+            return await self._approver_client()
+
+    async def _approver_client(self) -> HiveClient:
+        if self._decider is None:
+            decider = HiveClient(
+                self.url,
+                self.settings.model_copy(
+                    update={
+                        "nats_user": self.settings.approver_user,
+                        "nats_password": self.settings.approver_password,
+                        "nats_password_file": None,
+                        "nats_creds": None,
+                        "nats_inbox_prefix": None,
+                    }
+                ),
+            )
+            try:
+                await decider.__aenter__()
+            except Exception as exc:
+                raise ApiError(503, f"cannot connect as the approver: {exc!r}") from exc
+            self._decider = decider
+        return self._decider
 
     @property
     def details(self) -> Details:
