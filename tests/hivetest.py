@@ -47,8 +47,13 @@ def write_config(directory: Path, roles: dict[str, dict[str, object]]) -> Hivebu
     return load_config(path)
 
 
-def write_script(directory: Path, name: str, turns: list[dict[str, object]]) -> str:
-    """Write a scripted model file and return its `scripted:` route (absolute path)."""
+def write_script(
+    directory: Path, name: str, turns: list[dict[str, object]] | dict[str, object]
+) -> str:
+    """Write a scripted model file and return its `scripted:` route (absolute path).
+
+    `turns` is a list of turns, or `{cases: [...]}` (see `hivebus.agent.models.scripted`).
+    """
     path = directory / name
     path.write_text(yaml.safe_dump(turns), encoding="utf-8")
     return f"scripted:{path}"

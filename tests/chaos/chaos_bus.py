@@ -1,4 +1,4 @@
-"""Servers and services for the bus chaos tests: nats clusters, `hivebus serve` processes, probes.
+"""Services for the bus chaos tests: `hivebus serve` processes, their logs, probes of the bus.
 
 Services run as `hivebus serve ...` with JSON info logs (their stderr) captured to files, so
 a test that fails can say what a service was doing; `BusProbe.events` reads a task's whole
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -24,28 +23,34 @@ from hivetest import HIVEBUS, process_env
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hivebus.contracts import subjects
-from hivebus.core.embedded import free_port, nats_server_binary
+from hivebus.core import Settings
 
 TESTS = Path(__file__).resolve().parent.parent
 TOOLS_DIR = TESTS / "e2e"
 """Where `slowtools` lives: the child processes import it through PYTHONPATH."""
-SHIPPED_CLUSTER = TESTS.parent / "infra" / "nats" / "cluster"
-"""The 3-node cluster configuration hivebus ships (for docker-compose and real hosts)."""
 
 
 def service_env(url: str, **extra: str) -> dict[str, str]:
-    """Child environment: the server URL, short bus timings, JSON info logs, the test tools."""
-    timings = {
+    """Child environment: the server URL, short bus timings, JSON info logs, the test tools.
+
+    `extra` is added last, so it may replace any of these (`PYTHONPATH` too).
+    """
+    defaults = {
+        "HIVEBUS_NATS_URL": url,
+        "HIVEBUS_LOG_LEVEL": "info",
+        "PYTHONPATH": str(TOOLS_DIR),
         "HIVEBUS_ORCHESTRATOR_ACK_WAIT_S": "2",
         "HIVEBUS_WORK_ACK_WAIT_S": "5",
         "HIVEBUS_HEARTBEAT_S": "1",
     }
-    return process_env(
-        HIVEBUS_NATS_URL=url,
-        HIVEBUS_LOG_LEVEL="info",
-        PYTHONPATH=str(TOOLS_DIR),
-        **{**timings, **extra},
-    )
+    return process_env(**{**defaults, **extra})
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings a service started with `env` reads (to provision and connect alike)."""
+    prefix = "HIVEBUS_"
+    fields = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    return Settings.model_validate(fields)
 
 
 class Service:
@@ -112,14 +117,19 @@ def log_events(service: Service, event: str) -> list[dict[str, Any]]:
     return found
 
 
-def layered_plan(task_id: str, role: str, widths: list[int]) -> dict[str, Any]:
-    """A submission whose sub-tasks form layers; each depends on two of the layer before."""
+def layered_plan(
+    task_id: str, role: str, widths: list[int], prompt: Callable[[int], str] = lambda _: "p"
+) -> dict[str, Any]:
+    """A submission whose sub-tasks form layers; each depends on two of the layer before.
+
+    A sub-task's prompt is `prompt(layer)` (a scripted model can answer by layer).
+    """
     subtasks: list[dict[str, Any]] = []
     previous: list[str] = []
     for layer, width in enumerate(widths):
         current = [f"l{layer}n{i}" for i in range(width)]
         for i, sid in enumerate(current):
-            spec: dict[str, Any] = {"id": sid, "role": role, "prompt": "p"}
+            spec: dict[str, Any] = {"id": sid, "role": role, "prompt": prompt(layer)}
             if previous:
                 deps = {previous[i % len(previous)], previous[(i + 1) % len(previous)]}
                 spec["depends_on"] = sorted(deps)
@@ -143,15 +153,22 @@ async def wait_for(
 class BusProbe:
     """A test-side connection that survives server restarts and reads a task's events."""
 
-    def __init__(self, url: str | list[str]) -> None:
-        """Connect lazily to `url` (one URL or a cluster's list)."""
+    def __init__(self, url: str | list[str], user: str | None = None, password: str = "") -> None:
+        """Connect lazily to `url` (one URL or a cluster's list), as `user` when given."""
         self.url = url
+        self.credentials: dict[str, str] = (
+            {"user": user, "password": password, "inbox_prefix": f"_INBOX_{user}"} if user else {}
+        )
         self.nc: Any = None
 
     async def __aenter__(self) -> Self:
         """Connect, then reconnect forever (bounded by the caller's timeouts)."""
         self.nc = await nats.connect(
-            self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2
+            self.url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+            connect_timeout=2,
+            **self.credentials,
         )
         return self
 
@@ -216,114 +233,3 @@ class BusProbe:
         finally:
             await sub.unsubscribe()
         return found
-
-
-def localize(
-    text: str,
-    ports: dict[str, tuple[int, int, int]],
-    name: str,
-    store: Path,
-    authorization: str = "",
-) -> str:
-    """A shipped node configuration made runnable on loopback.
-
-    `ports` maps each node name (`nats-1`...) to its (client, cluster, http) ports; `name`
-    is this node. The store goes to `store` and routes to the other nodes' loopback ports.
-    The shipped `include` of the identities becomes `authorization` (none: an open server).
-    Raises ValueError when the shipped file no longer has a line this relies on.
-    """
-    client, cluster, http = ports[name]
-    replacements = [
-        (r'(?m)^include "\.\./auth\.conf"$', authorization.replace("\\", "\\\\")),
-        (r"(?m)^listen: 0\.0\.0\.0:4222$", f"listen: 127.0.0.1:{client}"),
-        (r"(?m)^http: 0\.0\.0\.0:8222$", f"http: 127.0.0.1:{http}"),
-        (r"store_dir: /data/jetstream", f'store_dir: "{store.as_posix()}"'),
-        (r"(?m)^(\s+)listen: 0\.0\.0\.0:6222$", rf"\g<1>listen: 127.0.0.1:{cluster}"),
-    ]
-    for pattern, value in replacements:
-        text, found = re.subn(pattern, value, text)
-        if found != 1:
-            raise ValueError(f"shipped config has no single line matching {pattern!r}")
-    text, routes = re.subn(
-        r"nats-route://(nats-\d+):6222",
-        lambda m: f"nats-route://127.0.0.1:{ports[m[1]][1]}",
-        text,
-    )
-    if routes != len(ports) - 1:
-        raise ValueError(f"expected {len(ports) - 1} routes, found {routes}")
-    return text
-
-
-class Cluster:
-    """Three nats-servers on loopback from the shipped cluster configuration, each with a store."""
-
-    NAMES = ("nats-1", "nats-2", "nats-3")
-
-    def __init__(self, directory: Path) -> None:
-        """Pick free ports and write the localized configurations under `directory`."""
-        self.directory = directory
-        self.ports = {n: (free_port(), free_port(), free_port()) for n in self.NAMES}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        for name in self.NAMES:
-            shipped = (SHIPPED_CLUSTER / f"{name}.conf").read_text(encoding="utf-8")
-            conf = localize(shipped, self.ports, name, directory / name / "jetstream")
-            (directory / name).mkdir(parents=True, exist_ok=True)
-            (directory / f"{name}.conf").write_text(conf, encoding="utf-8")
-
-    def url(self, name: str) -> str:
-        """Client URL of one node."""
-        return f"nats://127.0.0.1:{self.ports[name][0]}"
-
-    @property
-    def urls(self) -> list[str]:
-        """Client URLs of every node."""
-        return [self.url(n) for n in self.NAMES]
-
-    def start(self) -> None:
-        """Start every node (logs in `<directory>/<name>.log`)."""
-        for name in self.NAMES:
-            with (self.directory / f"{name}.log").open("ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    [str(nats_server_binary()), "-c", str(self.directory / f"{name}.conf")],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Wait until JetStream answers through every node (a meta leader is elected)."""
-        for url in self.urls:
-
-            async def answers(url: str = url) -> bool:
-                try:
-                    nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
-                except Exception:  # noqa: BLE001 - not listening yet
-                    return False
-                try:
-                    await nc.jetstream(timeout=1.0).account_info()
-                except Exception:  # noqa: BLE001 - no meta leader yet
-                    return False
-                finally:
-                    await nc.close()
-                return True
-
-            await wait_for(answers, timeout_s, f"JetStream through {url}", every_s=0.25)
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one node (its store is kept)."""
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-    def stop(self) -> None:
-        """Stop every node still running (SIGTERM, then SIGKILL after a bound)."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()

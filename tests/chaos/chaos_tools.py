@@ -14,6 +14,10 @@ happen under an exclusive `flock` of `ledger.lock`, so two workers never both ap
 - `risky_apply`: a `write_risky` effect (so it needs a person's approval): applied at once,
   once per key, then `seconds` of waiting, so a kill lands after the effect and before the
   run's checkpoint of it.
+- `wait_gate`: returns once the test has opened a gate (`open_gate`), so a test decides
+  when a sub-task may finish.
+
+`Ledger` reads back what the ledger tools wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from hivebus.agent import ToolContext, tool
@@ -31,6 +37,9 @@ CALLS = "calls"
 """One line per invocation: `<subtask_id> <idempotency_key> <pid>`."""
 LOCK = "ledger.lock"
 """The file whose `flock` serialises the ledger's check-and-append across processes."""
+GATES = "gates"
+"""The workspace directory of open gates: one empty file per gate, named after it."""
+GATE_POLL_S = 0.1
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -96,3 +105,50 @@ async def risky_apply(seconds: float, context: ToolContext) -> str:
     _append_line(workspace / "entered", f"{context.idempotency_key} {os.getpid()}")
     await asyncio.sleep(seconds)
     return "applied" if applied else "already applied"
+
+
+@tool(tier="read", timeout_s=300.0)
+async def wait_gate(gate: str, context: ToolContext) -> str:
+    """Wait until the gate named `gate` is open, then say so (bounded by the tool's timeout)."""
+    opened = context.workspace / GATES / gate
+    while not opened.exists():  # noqa: ASYNC110 - another process opens it: nothing to await
+        await asyncio.sleep(GATE_POLL_S)
+    return f"gate {gate} is open"
+
+
+def open_gate(workspace: Path, gate: str) -> None:
+    """Open a gate: every `wait_gate` for it returns."""
+    (workspace / GATES).mkdir(parents=True, exist_ok=True)
+    (workspace / GATES / gate).touch()
+
+
+@dataclass
+class Ledger:
+    """What the ledger and the call log say about the writes."""
+
+    keys: Counter[str]
+    keys_per_subtask: Counter[str]
+    calls: int
+    call_keys: int
+
+    @classmethod
+    def read(cls, workspace: Path) -> Ledger:
+        """Read both files of the shared workspace."""
+        ledger = [line.split(" ") for line in (workspace / LEDGER).read_text().splitlines()]
+        calls = [line.split(" ") for line in (workspace / CALLS).read_text().splitlines()]
+        return cls(
+            keys=Counter(key for _, key in ledger),
+            keys_per_subtask=Counter(sid for sid, _ in ledger),
+            calls=len(calls),
+            call_keys=len({key for _, key, _ in calls}),
+        )
+
+    @property
+    def duplicated_effects(self) -> int:
+        """Effects applied more than once for one key."""
+        return sum(self.keys.values()) - len(self.keys)
+
+    @property
+    def reexecuted(self) -> int:
+        """Tool invocations that repeated an earlier invocation's key."""
+        return self.calls - self.call_keys

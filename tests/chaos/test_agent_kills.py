@@ -6,12 +6,11 @@ import asyncio
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_tools import CALLS, LEDGER
+from chaos_tools import Ledger
 from hivetest import write_config, write_script
 from process_fleet import Fleet, chaos_settings, read_events
 
@@ -87,38 +86,6 @@ async def _kill_until_finished(fleet: Fleet, store: KvStore, task_id: str, total
             fleet.kill(workers[victim])
             workers[victim] = fleet.agent(ROLE)
             kills += 1
-
-
-@dataclass
-class Ledger:
-    """What the ledger and the call log say about the writes."""
-
-    keys: Counter[str]
-    keys_per_subtask: Counter[str]
-    calls: int
-    call_keys: int
-
-    @classmethod
-    def read(cls, workspace: Path) -> Ledger:
-        """Read both files of the shared workspace."""
-        ledger = [line.split(" ") for line in (workspace / LEDGER).read_text().splitlines()]
-        calls = [line.split(" ") for line in (workspace / CALLS).read_text().splitlines()]
-        return cls(
-            keys=Counter(key for _, key in ledger),
-            keys_per_subtask=Counter(sid for sid, _ in ledger),
-            calls=len(calls),
-            call_keys=len({key for _, key, _ in calls}),
-        )
-
-    @property
-    def duplicated_effects(self) -> int:
-        """Effects applied more than once for one key."""
-        return sum(self.keys.values()) - len(self.keys)
-
-    @property
-    def reexecuted(self) -> int:
-        """Tool invocations that repeated an earlier invocation's key."""
-        return self.calls - self.call_keys
 
 
 async def test_agent_workers_killed_mid_task(tmp_path: Path, nats_server: EmbeddedNats) -> None:

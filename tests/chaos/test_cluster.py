@@ -7,22 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from chaos_bus import (
-    SHIPPED_CLUSTER,
-    BusProbe,
-    Cluster,
-    Service,
-    agent,
-    layered_plan,
-    localize,
-    orchestrator,
-    service_env,
-    wait_for,
-)
+from chaos_bus import BusProbe, Service, agent, layered_plan, orchestrator, service_env, wait_for
 from hivetest import write_config, write_script
+from loopback_cluster import SHIPPED_CLUSTER, Cluster, localize
 
 from hivebus.console.client import HiveClient
-from hivebus.console.stack import provision_all
 from hivebus.contracts import subjects
 from hivebus.contracts.subjects import EventKind
 from hivebus.core import EmbeddedNats, Settings, jetstream, new_broker
@@ -76,15 +65,7 @@ async def test_task_completes_when_a_cluster_node_is_killed(tmp_path: Path) -> N
             work_ack_wait_s=5.0,
             heartbeat_s=1.0,
         )
-
-        async def provisioned() -> bool:
-            try:
-                await provision_all(url, settings, ["slow"])
-            except Exception:  # noqa: BLE001 - R3 needs every peer known to the meta group
-                return False
-            return True
-
-        await wait_for(provisioned, 30, "R3 streams and buckets created", every_s=0.5)
+        await cluster.provision(settings, ["slow"])
         async with BusProbe(cluster.urls) as probe:
             # The victim leads the `tasks` bucket (task state and the budget ledger): its
             # loss stalls that bucket for an election, the hardest node to lose.
