@@ -92,12 +92,16 @@ class Cluster:
 
     NAMES = ("nats-1", "nats-2", "nats-3")
 
-    def __init__(self, directory: Path, include: str = "") -> None:
+    def __init__(
+        self, directory: Path, include: str = "", credentials: dict[str, str] | None = None
+    ) -> None:
         """Pick free ports and write the localized configurations under `directory`.
 
-        `include` is configuration text appended to every node's (accounts and users, say).
+        `include` is configuration text appended to every node's (accounts and users, say);
+        `credentials` are the `nats.connect` arguments the readiness check connects with.
         """
         self.directory = directory
+        self.credentials = credentials or {}
         ports = iter(quiet_ports(3 * len(self.NAMES)))
         self.ports = {n: (next(ports), next(ports), next(ports)) for n in self.NAMES}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -141,7 +145,9 @@ class Cluster:
 
             async def answers(url: str = url) -> bool:
                 try:
-                    nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+                    nc = await nats.connect(
+                        url, connect_timeout=1, allow_reconnect=False, **self.credentials
+                    )
                 except Exception:  # noqa: BLE001 - not listening yet
                     return False
                 try:

@@ -77,7 +77,8 @@ def rolling_cluster(directory: Path, secured: LocalIdentities) -> Cluster:
         [*secured.users, PROBE],
         lambda user: f'"{secured.passwords.get(user.name, PROBE_PASSWORD)}"',
     )
-    return Cluster(directory, include=auth)
+    probe = {"user": PROBE.name, "password": PROBE_PASSWORD, "inbox_prefix": "_INBOX_probe"}
+    return Cluster(directory, include=auth, credentials=probe)
 
 
 def service_environment(url: str, user: str = "", password: str = "") -> dict[str, str]:
