@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from composefiles import (
+from deployfiles import (
     CLUSTER,
     COMPOSE,
     ENV_EXAMPLE,

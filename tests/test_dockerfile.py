@@ -17,33 +17,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from deployfiles import DOCKERFILE, stages
 from hivetest import REPO
 
-DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined, comments dropped."""
-    joined, pending = [], ""
-    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        pending += line.rstrip().removesuffix("\\") + " "
-        if not line.rstrip().endswith("\\"):
-            joined.append(pending.strip())
-            pending = ""
-    return [(i.split(None, 1)[0].upper(), i.split(None, 1)[1]) for i in joined]
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    """The instructions of each stage, in order (each starts with its FROM)."""
-    found: list[list[tuple[str, str]]] = []
-    for instruction in instructions():
-        if instruction[0] == "FROM":
-            found.append([])
-        found[-1].append(instruction)
-    return found
 
 
 def locked_version(package: str) -> str:

@@ -1,10 +1,11 @@
-"""Reading the compose files as Compose does, for the deployment tests (imported as `composefiles`).
+"""Reading the deployment files as Docker does, for the deployment tests (`deployfiles`).
 
-No container engine runs here, so the tests read docker-compose.yml themselves: `load` parses
-the files, merges an override the way `docker compose -f A -f B` does (for the keys these files
-use) and, given an environment, interpolates `${VAR...}` and resolves variables listed without
-a value. `references` lists the variables a file uses. Helpers name the hivebus services and
-read their environment, volumes and command.
+No container engine runs here, so the tests read the files themselves: `load` parses the
+compose files, merges an override the way `docker compose -f A -f B` does (for the keys these
+files use) and, given an environment, interpolates `${VAR...}` and resolves variables listed
+without a value; `references` lists the variables a file uses; helpers name the hivebus
+services and read their environment and volumes. `stages` reads the Dockerfile's instructions
+and `image_environment` the `ENV` of its final stage.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 from hivetest import REPO
 
+DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 CLUSTER = REPO / "docker-compose.cluster.yml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -173,3 +175,35 @@ def env_example() -> dict[str, str]:
         if match := re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip()):
             listed[match[1]] = match[2]
     return listed
+
+
+def instructions() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined, comments dropped."""
+    joined, pending = [], ""
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            joined.append(pending.strip())
+            pending = ""
+    return [(i.split(None, 1)[0].upper(), i.split(None, 1)[1]) for i in joined]
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each Dockerfile stage, in order (each starts with its FROM)."""
+    found: list[list[tuple[str, str]]] = []
+    for instruction in instructions():
+        if instruction[0] == "FROM":
+            found.append([])
+        found[-1].append(instruction)
+    return found
+
+
+def image_environment() -> dict[str, str]:
+    """The `ENV` of the image's final stage (values without spaces or quotes, as written)."""
+    env = {}
+    for kind, args in stages()[-1]:
+        if kind == "ENV":
+            env.update(pair.split("=", 1) for pair in args.split())
+    return env
