@@ -39,12 +39,13 @@ LABEL org.opencontainers.image.title="hivebus" \
 # A fixed uid/gid, so files on named volumes keep one owner across image rebuilds.
 # /var/lib/hivebus/knowledge (the knowledge store) and /etc/hivebus/workspace (the sample
 # hivebus.yaml's `workspace: workspace`, relative to /etc/hivebus/hivebus.yaml) exist in the
-# image owned by that user: a named volume mounted there starts with that ownership.
+# image owned by that user: a named volume mounted there starts with that ownership. Their
+# parents, where the configuration is mounted, stay root's.
 RUN groupadd --system --gid 10001 hivebus \
     && useradd --system --uid 10001 --gid hivebus --create-home --home-dir /home/hivebus \
         --shell /usr/sbin/nologin hivebus \
-    && install -d -o hivebus -g hivebus /var/lib/hivebus /var/lib/hivebus/knowledge \
-        /etc/hivebus /etc/hivebus/workspace
+    && install -d /etc/hivebus /var/lib/hivebus \
+    && install -d -o hivebus -g hivebus /etc/hivebus/workspace /var/lib/hivebus/knowledge
 COPY --from=build --chown=root:root /opt/hivebus/venv /opt/hivebus/venv
 ENV PATH=/opt/hivebus/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

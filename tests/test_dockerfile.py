@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from deployfiles import DOCKERFILE, stages
+from deployfiles import COMPOSE, DOCKERFILE, hivebus_services, load, named_volumes, stages
 from hivetest import REPO
 
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -104,3 +104,25 @@ def test_the_build_context_holds_every_workspace_package_and_no_secret() -> None
             assert any(relative == s or relative.startswith(s + "/") for s in sources), relative
     for secret in (".env", ".venv", ".git"):
         assert not any(fnmatch.fnmatch(secret, pattern) for pattern in kept), secret
+
+
+def test_named_volumes_start_owned_by_the_service_user() -> None:
+    """Each named volume a hivebus service mounts exists in the image owned by its user.
+
+    Docker fills a new named volume from the image's directory at that path, ownership
+    included; a path missing from the image gives a root-owned volume the service cannot write.
+    """
+    final = stages()[-1]
+    text = " ".join(args for kind, args in final if kind == "RUN")
+    owned = {
+        path
+        for match in re.finditer(r"install -d -o hivebus -g hivebus ((?:/\S+ ?)+)", text)
+        for path in match[1].split()
+    }
+    user = dict(final)["USER"].split(":")[0]
+    assert re.search(rf"useradd .*--uid {user} .*hivebus", text)
+    mounted = {
+        target for svc in hivebus_services(load(COMPOSE)).values() for target in named_volumes(svc)
+    }
+    assert mounted
+    assert mounted <= owned, f"create these in the image, owned by hivebus: {mounted - owned}"
