@@ -11,6 +11,7 @@ and `image_environment` the `ENV` of its final stage.
 from __future__ import annotations
 
 import copy
+import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,6 +167,25 @@ def named_volumes(service: Mapping[str, Any]) -> dict[str, str]:
         if not source.startswith((".", "/")):
             found[target] = source
     return found
+
+
+def host_file(service: Mapping[str, Any], container_path: str) -> Path | None:
+    """The repository file a bind mount puts at `container_path` (a file or inside a folder)."""
+    path = posixpath.normpath(container_path)
+    for target, source in sorted(binds(service).items(), key=lambda b: -len(b[0])):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return REPO / source / path[len(target) :].lstrip("/")
+    return None
+
+
+def nats_variables(text: str) -> set[str]:
+    """The environment variables a nats-server configuration reads (`key: $NAME`)."""
+    return set(re.findall(r"[:=]\s*\$([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+def nats_includes(text: str) -> list[str]:
+    """The files a nats-server configuration includes, as written (relative to it)."""
+    return re.findall(r"^\s*include\s+['\"]?([^'\"\s]+)", text, re.MULTILINE)
 
 
 def env_example() -> dict[str, str]:

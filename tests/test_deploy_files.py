@@ -8,6 +8,7 @@ checks are in test_dockerfile.py.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shutil
 import subprocess
@@ -27,30 +28,26 @@ from deployfiles import (
     env_example,
     environment,
     hivebus_services,
+    host_file,
     load,
     named_volumes,
+    nats_includes,
+    nats_variables,
     references,
     services,
 )
 from hivetest import REPO
 
+from hivebus.core import load_config
+from hivebus.core.embedded import nats_server_binary
+from hivebus.core.identities import identities
+
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
-IDENTITIES = frozenset(
-    {
-        "provisioner",
-        "orchestrator",
-        "knowledge",
-        "agent-researcher",
-        "agent-writer",
-        "agent-planner",
-        "client",
-        "approver",
-        "dashboard",
-        "observer",
-    }
-)
-"""The NATS identities of infra/nats/auth.conf."""
+IDENTITIES = {
+    user.name: user.env_var for user in identities(load_config(REPO / "hivebus.yaml").roles)
+}
+"""The NATS identities of the sample configuration, and their password variables."""
 
 SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY")
 ONE_REFERENCE = re.compile(r"\$\{[A-Z][A-Z0-9_]*(:?[-?][^}]*)?\}")
@@ -60,7 +57,7 @@ COMPOSE_OWN = frozenset({"COMPOSE_PROFILES"})
 
 def password_variable(user: str) -> str:
     """The .env variable of `user`'s password: HIVEBUS_PASSWORD_AGENT_WRITER for agent-writer."""
-    return "HIVEBUS_PASSWORD_" + user.upper().replace("-", "_")
+    return IDENTITIES[user]
 
 
 def check_jsonschema(*files: Path) -> subprocess.CompletedProcess[str]:
@@ -237,37 +234,46 @@ def nats_nodes(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: s for n, s in services(compose).items() if s["image"].startswith("nats:")}
 
 
+def node_config(svc: dict[str, Any]) -> tuple[str, Path]:
+    """A nats service's `--config`: its path in the container, and the repository file."""
+    conf_target = svc["command"][svc["command"].index("--config") + 1]
+    conf = host_file(svc, conf_target)
+    assert conf is not None, f"{conf_target} is not mounted"
+    return conf_target, conf
+
+
 def test_every_nats_server_fsyncs_and_has_its_users(compose: dict[str, Any]) -> None:
-    """Each node runs a mounted shipped config with sync_interval: always; includes are mounted."""
+    """Each node runs a shipped, read-only config with sync_interval: always, and auth.conf."""
     stores = set()
     for name, svc in nats_nodes(compose).items():
-        conf_target = svc["command"][svc["command"].index("--config") + 1]
-        mounted = binds(svc)
-        conf = REPO / mounted[conf_target]
+        conf_target, conf = node_config(svc)
         text = conf.read_text(encoding="utf-8")
         assert re.search(r"^\s*sync_interval:\s*always\s*$", text, re.MULTILINE), f"{name}: {conf}"
-        assert f"{mounted[conf_target]}:{conf_target}:ro" in svc["volumes"]
-        assert mounted[str(Path(conf_target).parent / "auth.conf")] == "./infra/nats/auth.conf"
-        for include in re.findall(r"^\s*include\s+['\"]?([^'\"\s]+)", text, re.MULTILINE):
-            target = str(Path(conf_target).parent / include).replace("/./", "/")
-            assert target in mounted, f"{name}: {conf.name} includes {include}, not mounted"
-        for variable in references(text):
+        assert conf.is_relative_to(REPO / "infra" / "nats"), conf
+        assert all(str(v).endswith(":ro") for v in svc["volumes"] if str(v).startswith(".")), name
+        included = [
+            host_file(svc, posixpath.join(posixpath.dirname(conf_target), include))
+            for include in nats_includes(text)
+        ]
+        assert REPO / "infra" / "nats" / "auth.conf" in included, f"{name}: no auth.conf mounted"
+        for path in included:
+            assert path is not None, f"{name}: an include of {conf.name} is not mounted"
+            assert path.exists(), path
+            text += path.read_text(encoding="utf-8")
+        for variable in nats_variables(text):
             assert variable in environment(svc), f"{name}: {variable} not given to the server"
-        stores.add(named_volumes(svc)["/data"])
         assert "/data/jetstream" in text
+        stores.add(named_volumes(svc)["/data"])
     assert len(stores) == len(nats_nodes(compose))  # one store per node
 
 
 def test_the_nats_server_gets_every_password() -> None:
-    """Each node gets HIVEBUS_PASSWORD_<IDENTITY> for all ten identities, and auth.conf's own."""
-    auth = REPO / "infra" / "nats" / "auth.conf"
+    """Each node gets the password variable of every identity auth.conf defines, and only those."""
+    auth = (REPO / "infra" / "nats" / "auth.conf").read_text(encoding="utf-8")
+    assert nats_variables(auth) == set(IDENTITIES.values())
     for name, svc in nats_nodes(merged_cluster()).items():
         given = {k for k in environment(svc) if k.startswith("HIVEBUS_PASSWORD_")}
-        assert given == {password_variable(user) for user in IDENTITIES}, name
-    if not auth.exists():
-        pytest.skip("infra/nats/auth.conf is not generated yet: its variables cannot be checked")
-    wanted = references(auth.read_text(encoding="utf-8"))
-    assert wanted == {password_variable(user) for user in IDENTITIES}
+        assert given == set(IDENTITIES.values()), name
 
 
 def test_the_nats_image_is_the_locked_server_release() -> None:
@@ -291,7 +297,7 @@ def test_the_cluster_variant_joins_three_nodes() -> None:
     urls = {f"nats://{host}:4222" for host in ("nats-1", "nats-2", "nats-3")}
     assert {"nats-1", "nats-2", "nats-3"} <= all_names
     for name, svc in nodes.items():
-        conf = (REPO / binds(svc)["/etc/nats/nats-server.conf"]).read_text(encoding="utf-8")
+        conf = node_config(svc)[1].read_text(encoding="utf-8")
         routes = set(re.findall(r"nats-route://([\w-]+):6222", conf))
         own = re.search(r"server_name:\s*([\w-]+)", conf)
         assert own
@@ -384,3 +390,28 @@ def test_docker_compose_agrees_when_it_is_installed(tmp_path: Path) -> None:
         for name, svc in ours.items():
             assert theirs[name].get("environment", {}) == environment(svc), name
             assert theirs[name].get("command") == svc.get("command"), name
+
+
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, CLUSTER]], ids=["single", "cluster"])
+def test_each_node_config_passes_nats_server_as_mounted(files: list[Path], tmp_path: Path) -> None:
+    """`nats-server -t` accepts each node's config laid out as mounted, with its compose env."""
+    values = {name: "hb" + name.lower() for name in env_example()}
+    for name, svc in nats_nodes(load(*files, env=values)).items():
+        root = tmp_path / name
+        for target, source in binds(svc).items():
+            copy = shutil.copytree if (REPO / source).is_dir() else shutil.copyfile
+            copy(REPO / source, root / target.lstrip("/"))
+        conf_target, _ = node_config(svc)
+        conf = root / conf_target.lstrip("/")
+        conf.write_text(
+            conf.read_text(encoding="utf-8").replace("/data/", f"{root}/data/"), encoding="utf-8"
+        )
+        done = subprocess.run(
+            [str(nats_server_binary()), "-c", str(conf), "-t"],
+            env={**environment(svc), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"

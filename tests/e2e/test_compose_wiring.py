@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from compose_processes import LocalCompose
+from compose_processes import ComposeError, LocalCompose
 from deployfiles import COMPOSE, env_example, hivebus_services, load
 from hivetest import HIVEBUS, REPO, process_env
 
@@ -29,17 +29,12 @@ NOT_SET = frozenset({"ANTHROPIC_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "HIVEBU
 """Left unset, as in a fresh .env: no model key (the sample's models are scripted), no telemetry."""
 
 
-def missing_parts() -> list[str]:
-    """What the compose file relies on that this checkout does not have yet."""
-    from hivebus.console.cli import app  # noqa: PLC0415 - the CLI is heavy; only when run
+class DashboardFeedDeniedError(AssertionError):
+    """The dashboard never became healthy: its identity may not read its feed's consumers."""
 
-    commands = {
-        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
-    }
-    missing = [f"`hivebus {name}`" for name in ("provision", "health") if name not in commands]
-    if not (REPO / "infra" / "nats" / "auth.conf").exists():
-        missing.append("infra/nats/auth.conf")
-    return missing
+
+FEED_DENIED = 'permissions violation for publish to "$js.api.consumer.info.'
+"""What the dashboard logs when its feed asks for its ordered consumer's info, not allowed."""
 
 
 def dot_env_values() -> dict[str, str]:
@@ -54,25 +49,33 @@ def dot_env_values() -> dict[str, str]:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LocalCompose, dict[str, str]]]:
-    """Every service of docker-compose.yml running; yields it and the .env values."""
-    if missing := missing_parts():
-        pytest.skip(
-            "waits for the NATS identities and provisioning work (issue 14): "
-            + ", ".join(missing)
-            + " not here yet"
-        )
+    """docker-compose.yml ready to start with a fresh .env; stopped (SIGTERM) after the test."""
     values = dot_env_values()
     stack = LocalCompose(load(COMPOSE, env=values), tmp_path)
     try:
-        stack.up()
-        for name in hivebus_services(stack.compose):
-            if name != "provision":
-                stack.wait_healthy(name)  # the image's HEALTHCHECK: `hivebus health`
         yield stack, values
     finally:
         codes = stack.stop()
     stopped_badly = {name: code for name, code in codes.items() if code not in {0, None}}
     assert not stopped_badly, f"not a clean stop on SIGTERM: {stopped_badly}"
+
+
+def up(stack: LocalCompose) -> None:
+    """Start every service in dependency order; wait until the workers pass their HEALTHCHECK."""
+    stack.up()
+    for name in hivebus_services(stack.compose):
+        if name not in {"provision", "dashboard"}:
+            stack.wait_healthy(name)  # the image's HEALTHCHECK: `hivebus health`
+
+
+def wait_dashboard_healthy(stack: LocalCompose) -> None:
+    """The dashboard passes the image's HEALTHCHECK (its feed has read the streams)."""
+    try:
+        stack.wait_healthy("dashboard")
+    except ComposeError as exc:
+        if FEED_DENIED in str(exc):
+            raise DashboardFeedDeniedError(str(exc)) from exc
+        raise
 
 
 def client(stack: LocalCompose, values: dict[str, str], user: str, *args: str) -> dict[str, object]:
@@ -106,11 +109,19 @@ def dashboard(stack: LocalCompose, path: str, token: str | None) -> tuple[int, b
         return refused.code, refused.read()
 
 
+@pytest.mark.xfail(
+    raises=DashboardFeedDeniedError,
+    strict=False,
+    reason="the dashboard's feed (dashboard/feed.py) calls consumer_info() on its ordered "
+    "consumers, $JS.API.CONSUMER.INFO.<stream>.<consumer>, which the `dashboard` identity "
+    "may not publish (hivebus.core.identities.read_stream): it never becomes healthy",
+)
 def test_a_task_runs_through_the_compose_services(
     stack: tuple[LocalCompose, dict[str, str]], tmp_path: Path
 ) -> None:
     """A plan and a goal-only task submitted as `client` complete; the dashboard shows them."""
     services, values = stack
+    up(services)
     planned = client(
         services,
         values,
@@ -136,8 +147,9 @@ def test_a_task_runs_through_the_compose_services(
     assert from_goal["planning"]["source"] == "planned"  # agent-planner made the plan
     assert {s["role"] for s in from_goal["subtasks"]} >= {"researcher", "writer"}
 
+    wait_dashboard_healthy(services)
     assert dashboard(services, "/healthz", None)[0] == 200
     assert dashboard(services, "/api/tasks", None)[0] == 401
     status, body = dashboard(services, "/api/tasks", values["HIVEBUS_DASHBOARD_TOKEN"])
     assert status == 200
-    assert {"compose-plan", "compose-goal"} <= set(json.dumps(json.loads(body)).split('"'))
+    assert {"compose-plan", "compose-goal"} <= {row["task_id"] for row in json.loads(body)["tasks"]}
