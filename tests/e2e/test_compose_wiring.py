@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from compose_processes import ComposeError, LocalCompose
+from compose_processes import LocalCompose
 from deployfiles import COMPOSE, env_example, hivebus_services, load
 from hivetest import HIVEBUS, REPO, process_env
 
@@ -27,14 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 NOT_SET = frozenset({"ANTHROPIC_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "HIVEBUS_TRACE_URL"})
 """Left unset, as in a fresh .env: no model key (the sample's models are scripted), no telemetry."""
-
-
-class DashboardFeedDeniedError(AssertionError):
-    """The dashboard never became healthy: its identity may not read its feed's consumers."""
-
-
-FEED_DENIED = 'permissions violation for publish to "$js.api.consumer.info.'
-"""What the dashboard logs when its feed asks for its ordered consumer's info, not allowed."""
 
 
 def dot_env_values() -> dict[str, str]:
@@ -68,16 +60,6 @@ def up(stack: LocalCompose) -> None:
             stack.wait_healthy(name)  # the image's HEALTHCHECK: `hivebus health`
 
 
-def wait_dashboard_healthy(stack: LocalCompose) -> None:
-    """The dashboard passes the image's HEALTHCHECK (its feed has read the streams)."""
-    try:
-        stack.wait_healthy("dashboard")
-    except ComposeError as exc:
-        if FEED_DENIED in str(exc):
-            raise DashboardFeedDeniedError(str(exc)) from exc
-        raise
-
-
 def client(stack: LocalCompose, values: dict[str, str], user: str, *args: str) -> dict[str, object]:
     """Run `hivebus ARGS` on this host as `user` (the way README's Deploy section says)."""
     done = subprocess.run(
@@ -109,13 +91,6 @@ def dashboard(stack: LocalCompose, path: str, token: str | None) -> tuple[int, b
         return refused.code, refused.read()
 
 
-@pytest.mark.xfail(
-    raises=DashboardFeedDeniedError,
-    strict=False,
-    reason="the dashboard's feed (dashboard/feed.py) calls consumer_info() on its ordered "
-    "consumers, $JS.API.CONSUMER.INFO.<stream>.<consumer>, which the `dashboard` identity "
-    "may not publish (hivebus.core.identities.read_stream): it never becomes healthy",
-)
 def test_a_task_runs_through_the_compose_services(
     stack: tuple[LocalCompose, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -147,7 +122,7 @@ def test_a_task_runs_through_the_compose_services(
     assert from_goal["planning"]["source"] == "planned"  # agent-planner made the plan
     assert {s["role"] for s in from_goal["subtasks"]} >= {"researcher", "writer"}
 
-    wait_dashboard_healthy(services)
+    services.wait_healthy("dashboard")  # its feed has read the streams
     assert dashboard(services, "/healthz", None)[0] == 200
     assert dashboard(services, "/api/tasks", None)[0] == 401
     status, body = dashboard(services, "/api/tasks", values["HIVEBUS_DASHBOARD_TOKEN"])
