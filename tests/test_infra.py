@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from hivetest import REPO
+from hivetest import HIVEBUS, REPO
 
 from hivebus.core import load_config
 from hivebus.core.embedded import nats_server_binary, server_config
@@ -36,3 +36,16 @@ def test_shipped_config_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
 def test_embedded_server_fsyncs_every_write(tmp_path: Path) -> None:
     """The embedded server's generated configuration also uses `sync_interval: always`."""
     assert "sync_interval: always" in server_config(4222, tmp_path)
+
+
+def test_the_shipped_identities_are_what_nats_auth_prints() -> None:
+    """infra/nats/auth.conf is `hivebus nats-auth` for the sample hivebus.yaml, unedited."""
+    printed = subprocess.run(
+        [str(HIVEBUS), "nats-auth", "--config", str(REPO / "hivebus.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    shipped = (REPO / "infra" / "nats" / "auth.conf").read_text(encoding="utf-8")
+    assert printed == shipped, "regenerate: hivebus nats-auth --out infra/nats/auth.conf"
