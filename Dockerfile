@@ -52,7 +52,8 @@ ENV PATH=/opt/hivebus/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HIVEBUS_CONFIG_FILE=/etc/hivebus/hivebus.yaml \
     HIVEBUS_KNOWLEDGE_DIR=/var/lib/hivebus/knowledge \
-    HIVEBUS_LOG_FORMAT=json
+    HIVEBUS_LOG_FORMAT=json \
+    HIVEBUS_HEALTH_FILE=/tmp/hivebus-health
 # Numeric, so a runtime can tell it is not root without reading /etc/passwd (runAsNonRoot).
 USER 10001:10001
 WORKDIR /home/hivebus

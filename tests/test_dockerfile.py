@@ -17,7 +17,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from deployfiles import COMPOSE, DOCKERFILE, hivebus_services, load, named_volumes, stages
+from deployfiles import (
+    COMPOSE,
+    DOCKERFILE,
+    hivebus_services,
+    image_environment,
+    load,
+    named_volumes,
+    stages,
+)
 from hivetest import REPO
 
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -76,6 +84,8 @@ def test_the_final_stage_has_only_the_venv_and_runs_hivebus_unprivileged() -> No
     assert dict(final)["STOPSIGNAL"] == "SIGTERM"
     health = dict(final)["HEALTHCHECK"]
     assert json.loads(health.split("CMD", 1)[1]) == ["hivebus", "health"]
+    # `hivebus health` reads the heartbeat there; without it every container is unhealthy.
+    assert image_environment()["HIVEBUS_HEALTH_FILE"].startswith("/tmp/")  # noqa: S108 - a tmpfs
 
 
 def test_the_build_context_holds_every_workspace_package_and_no_secret() -> None:

@@ -157,7 +157,8 @@ class LocalCompose:
         env.update({k: str(v) for k, v in svc.get("environment", {}).items()})
         env = {k: self._translate(container, svc, v) for k, v in env.items()}
         if ours:
-            env.setdefault("HIVEBUS_HEALTH_FILE", str(root / "tmp" / "hivebus-health"))
+            # The image's /tmp is each container's own tmpfs: here, each its own folder.
+            env["HIVEBUS_HEALTH_FILE"] = str(root / "tmp" / "hivebus-health")
             if (name, int(env.get("HIVEBUS_DASHBOARD_PORT", 0))) in self.ports:  # listens there
                 env["HIVEBUS_DASHBOARD_PORT"] = str(
                     self.ports[name, int(env["HIVEBUS_DASHBOARD_PORT"])]
