@@ -4,7 +4,7 @@
 Usage:
     python3 dev.py demo [hivebus demo options...]   # the main job, no API key needed
     python3 dev.py test [pytest options...]         # ruff, mypy --strict, then the whole suite
-                                                    # (installs chromium with apt-get if missing)
+                                                    # (apt-get adds chromium, nodejs, npm)
     python3 dev.py sync                             # only (re)build the environment
 
 Needs only Python 3.11+ and git. The first run creates `.venv` at the repository root,
@@ -51,27 +51,33 @@ def sync() -> None:
     STAMP.touch()
 
 
-def ensure_chromium() -> None:
-    """Install Debian's `chromium` for the browser tests when it is missing (once, idempotent).
+TEST_PROGRAMS = {"chromium": "chromium", "node": "nodejs", "npm": "npm"}
+"""What the tests run from Debian, by command: the browser tests drive `chromium` through the
+`playwright` package (its own browser download does not work everywhere); the Node.js client
+example (`examples/clients/node`) needs `node` and `npm`."""
 
-    The browser tests drive it through the `playwright` package (`executable_path`), since
-    Playwright's own browser download does not work everywhere. Needs apt-get and root, as
-    on CI; elsewhere it says what to run and leaves the tests to fail saying the same.
+
+def ensure_test_programs() -> None:
+    """Install the Debian packages of `TEST_PROGRAMS` that are missing (idempotent).
+
+    Needs apt-get and root, as on CI; elsewhere it says what to run and leaves the tests to
+    fail saying the same.
     """
-    if shutil.which("chromium") is not None:
+    missing = sorted({pkg for cmd, pkg in TEST_PROGRAMS.items() if shutil.which(cmd) is None})
+    if not missing:
         return
     apt = shutil.which("apt-get")
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if apt is None or not is_root:
         print(
-            "dev.py: no `chromium` on PATH and cannot install it here (needs apt-get as root): "
-            "run `sudo apt-get install -y chromium`; the browser tests fail without it",
+            f"dev.py: {', '.join(missing)} missing and cannot be installed here (needs apt-get "
+            f"as root): run `sudo apt-get install -y {' '.join(missing)}`; tests fail without",
             file=sys.stderr,
         )
         return
-    print("dev.py: installing chromium for the browser tests (apt-get)", file=sys.stderr)
+    print(f"dev.py: installing {', '.join(missing)} for the tests (apt-get)", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium"]):
+    for args in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", *missing]):
         done = subprocess.run(args, cwd=ROOT, env=env, check=False)
         if done.returncode != 0:
             print(f"dev.py: `{' '.join(args)}` failed ({done.returncode})", file=sys.stderr)
@@ -91,7 +97,7 @@ def main() -> None:
         _run(BIN / "ruff", "format", "--check", ".")
         _run(BIN / "ruff", "check", ".")
         _run(BIN / "mypy", "contracts/src", "services")
-        ensure_chromium()
+        ensure_test_programs()
         # pytest exits 5 when it collected no test: that is a failure here, not a pass.
         completed = subprocess.run([str(BIN / "pytest"), *rest], cwd=ROOT, check=False)
         if completed.returncode == 5:  # noqa: PLR2004 - pytest's "no tests collected" code
