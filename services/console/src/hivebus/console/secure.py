@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from hivebus.core import Settings
+from hivebus.core.credentials import as_user
 from hivebus.core.identities import Identity, agent_identity_name, identities, render_authorization
 
 
@@ -36,15 +37,7 @@ class LocalIdentities:
         Raises:
             KeyError: there is no such identity.
         """
-        return base.model_copy(
-            update={
-                "nats_user": name,
-                "nats_password": SecretStr(self.passwords[name]),
-                "nats_password_file": None,
-                "nats_creds": None,
-                "nats_inbox_prefix": None,
-            }
-        )
+        return as_user(base, name, SecretStr(self.passwords[name]))
 
     def agent(self, base: Settings, role: str) -> Settings:
         """`base`, connecting as the agents of `role`."""

@@ -17,12 +17,26 @@ from faststream.nats.security import (
     NatsUserPassword,
     parse_security,
 )
+from pydantic import SecretStr
 
 from hivebus.core.errors import ConfigError
 from hivebus.core.settings import Settings
 
 DEFAULT_INBOX_PREFIX = "_INBOX"
 JWT_MARKER = "-----BEGIN NATS USER JWT-----"
+
+
+def as_user(settings: Settings, user: str, password: SecretStr | None) -> Settings:
+    """`settings`, connecting as `user` with `password` instead of its own identity."""
+    return settings.model_copy(
+        update={
+            "nats_user": user,
+            "nats_password": password,
+            "nats_password_file": None,
+            "nats_creds": None,
+            "nats_inbox_prefix": None,
+        }
+    )
 
 
 def inbox_prefix(settings: Settings) -> str:

@@ -19,6 +19,7 @@ from hivebus.console.dashboard.feed import Feed
 from hivebus.console.dashboard.index import TaskIndex
 from hivebus.console.dashboard.security import is_loopback
 from hivebus.core import Settings, get_logger, jetstream
+from hivebus.core.credentials import as_user
 
 log = get_logger(__name__)
 
@@ -134,17 +135,9 @@ class Dashboard:
 
     async def _approver_client(self) -> HiveClient:
         if self._decider is None:
+            approver = self.settings.approver_user or ""
             decider = HiveClient(
-                self.url,
-                self.settings.model_copy(
-                    update={
-                        "nats_user": self.settings.approver_user,
-                        "nats_password": self.settings.approver_password,
-                        "nats_password_file": None,
-                        "nats_creds": None,
-                        "nats_inbox_prefix": None,
-                    }
-                ),
+                self.url, as_user(self.settings, approver, self.settings.approver_password)
             )
             try:
                 await decider.__aenter__()
