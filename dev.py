@@ -99,7 +99,9 @@ def main() -> None:
         _run(BIN / "mypy", "contracts/src", "services")
         ensure_test_programs()
         # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-        completed = subprocess.run([str(BIN / "pytest"), *rest], cwd=ROOT, check=False)
+        # The golden tasks under examples/golden run as tests too (the `hivebus-golden` plugin).
+        golden = ["--golden", "examples/golden"]
+        completed = subprocess.run([str(BIN / "pytest"), *golden, *rest], cwd=ROOT, check=False)
         if completed.returncode == 5:  # noqa: PLR2004 - pytest's "no tests collected" code
             print("dev.py: pytest collected no tests; failing", file=sys.stderr)
             sys.exit(1)

@@ -478,7 +478,7 @@ async def test_exhausted_script_fails_the_run(workspace: Path) -> None:
     """A script that runs out of turns fails the run with the script's explanation."""
     run = await run_agent(scripted([{"tool": "lookup", "args": {"key": "a"}}]), workspace)
     assert run.outcome.status is SubTaskStatus.FAILED
-    assert "asked for turn 2" in run.reason
+    assert "asked the model a 2nd time; the script has 1 turn " in run.reason
 
 
 async def test_unexpected_model_exception_still_ends_with_one_outcome(workspace: Path) -> None:

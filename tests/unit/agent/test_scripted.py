@@ -190,7 +190,7 @@ async def test_exhausted_script_raises_script_error() -> None:
     assert not caught.value.retryable
     message = str(caught.value)
     assert ROUTE in message
-    assert "has 2 turns and the run asked for turn 3" in message
+    assert "the run asked the model a 3rd time; the script has 2 turns" in message
     assert "then: repeat" in message
 
 
@@ -349,3 +349,25 @@ def test_bad_cases_are_rejected_naming_the_place(data: Any, expected: str) -> No
     """A malformed case says which one is wrong, and how."""
     with pytest.raises(ScriptError, match=expected):
         parse_script(data, "c.yaml")
+
+
+async def test_after_guard_plays_the_turn_where_it_was_recorded() -> None:
+    """A turn with `after` plays when the conversation ends as it says."""
+    scripted = model([{"tool": "lookup", "after": "user"}, {"text": "done", "after": ["lookup"]}])
+    assert (await scripted.complete(conversation(0))).tool_calls[0].name == "lookup"
+    assert (await scripted.complete(conversation(1))).text == "done"
+
+
+async def test_after_guard_names_where_the_run_went_instead() -> None:
+    """A turn recorded after other tool results fails with what was recorded and what came."""
+    scripted = model([{"tool": "lookup"}, {"text": "done", "after": ["kb_write"]}])
+    with pytest.raises(ScriptError) as caught:
+        await scripted.complete(conversation(1))
+    assert "turn 2 was recorded after the results of kb_write" in str(caught.value)
+    assert "this run asks it after the results of lookup" in str(caught.value)
+
+
+def test_error_entry_with_after_is_refused() -> None:
+    """`after` belongs on the answer, not on an error before it."""
+    with pytest.raises(ScriptError, match="cannot carry `after`"):
+        parse_script([{"error": "rate_limit", "after": "user"}, {"text": "x"}], "t.yaml")

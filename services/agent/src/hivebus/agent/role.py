@@ -11,6 +11,7 @@ import sys
 from hivebus.agent.approvals import ApprovalPolicy
 from hivebus.agent.errors import AgentError
 from hivebus.agent.models import Model, ModelFactory
+from hivebus.agent.replay import Replay
 from hivebus.agent.toolbox import Toolbox
 from hivebus.agent.validators import OutputValidator, load_validator
 from hivebus.contracts import SubTaskAssigned
@@ -30,8 +31,14 @@ def role_config(config: HivebusConfig, role: str) -> RoleConfig:
 class RoleRuntime:
     """A role's tools (with its tier policy), approval settings, validators and model routes."""
 
-    def __init__(self, settings: Settings, config: HivebusConfig, role: str) -> None:
-        """Check the role and load its tools and validators now."""
+    def __init__(
+        self, settings: Settings, config: HivebusConfig, role: str, replay: Replay | None = None
+    ) -> None:
+        """Check the role and load its tools and validators now.
+
+        With `replay` (a golden run), its models, and its tool answers when it has them,
+        stand in for the configured ones.
+        """
         self.role = role
         self.config = config
         self.role_config = role_config(config, role)
@@ -52,6 +59,9 @@ class RoleRuntime:
             load_validator(ref) for ref in self.role_config.validators
         ]
         self.factory = ModelFactory(settings, config)
+        self.replay = replay
+        if replay is not None:
+            self.toolbox.runner = replay.tool_runner(role)
 
     def chain(self, assignment: SubTaskAssigned) -> list[str]:
         """The model routes for `assignment`: the plan's model, else the role's chain."""
@@ -64,6 +74,10 @@ class RoleRuntime:
 
         A model the plan names is built as untrusted (`from_plan`): see `ModelFactory`.
         """
+        if self.replay is not None:
+            replayed = self.replay.models(assignment)
+            if replayed is not None:
+                return replayed
         from_plan = bool(assignment.model)
         models: list[Model] = []
         problems: list[str] = []

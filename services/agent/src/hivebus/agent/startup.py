@@ -11,6 +11,7 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 
 from hivebus.agent.checkpoint import CheckpointStore, LargeCheckpoints
+from hivebus.agent.replay import Replay
 from hivebus.agent.role import RoleRuntime, role_config
 from hivebus.agent.service import SERVICE_CONTEXT_KEY, AgentBus, AgentService
 from hivebus.contracts import SubTaskAssigned, subjects
@@ -80,13 +81,15 @@ async def start_agent(
     role: str,
     url: str,
     clock: Clock | None = None,
+    *,
+    replay: Replay | None = None,
 ) -> NatsBroker:
     """Start one role's agent (topology must exist); returns the running broker to stop later.
 
     The role's tools and validators load before anything connects, so a bad configuration
-    fails at once.
+    fails at once. `replay` (a golden run) stands in for the role's models and maybe its tools.
     """
-    runtime = RoleRuntime(settings, config, role)
+    runtime = RoleRuntime(settings, config, role, replay)
     broker = build_agent_broker(settings, config, role, url)
     try:
         js = await jetstream(broker)  # connects

@@ -20,7 +20,7 @@ import functools
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
@@ -32,6 +32,9 @@ from hivebus.agent.validators.secrets import redact_secrets
 from hivebus.contracts import Tier, ToolErrorKind, ToolResult, describe_validation_error
 from hivebus.core import get_logger
 from hivebus.core.loader import load_reference
+
+if TYPE_CHECKING:
+    from hivebus.agent.replay import ToolRunner
 
 log = get_logger(__name__)
 
@@ -74,6 +77,8 @@ class Toolbox:
         )
         self._lock = threading.Lock()
         self._abandoned = 0
+        self.runner: ToolRunner | None = None
+        """A golden replay's recorded answers, in place of the tools (`hivebus.agent.replay`)."""
 
     @classmethod
     def from_refs(
@@ -166,11 +171,19 @@ class Toolbox:
             return parsed
         if decision is TierDecision.APPROVE and not approved:
             return self.tiers.unapproved(name)
+        if self.runner is not None:
+            return await self.runner(name, args, context)
+        return await self._run(found, parsed, context, timeout_s)
+
+    async def _run(
+        self, found: Tool, parsed: BaseModel, context: ToolContext, timeout_s: float | None
+    ) -> ToolResult:
+        """Call the tool with its parsed arguments (and its context, when it asks for it)."""
         kwargs = dict(parsed)
         if found.context_param is not None:
             kwargs[found.context_param] = context
         if not found.is_async and self._abandoned >= self.max_abandoned_threads:
-            return self._too_many_stuck(name)
+            return self._too_many_stuck(found.name)
         limit = found.timeout_s if timeout_s is None else min(found.timeout_s, timeout_s)
         return await self._invoke(found, kwargs, limit)
 

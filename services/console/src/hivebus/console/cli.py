@@ -18,6 +18,7 @@ from hivebus.console import approval_commands, deploy_commands, local, remote, s
 from hivebus.console import demo as demo_assets
 from hivebus.console.dashboard.command import dashboard
 from hivebus.console.dlq import dlq_app
+from hivebus.console.golden.command import golden_app
 from hivebus.console.kb import kb_app
 from hivebus.console.local import Service
 from hivebus.console.options import ConfigOption, config_or_exit, settings_from_env
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(kb_app, name="kb")
+app.add_typer(golden_app, name="golden")
 app.command()(local.run)
 app.command()(local.demo)
 app.command()(local.up)

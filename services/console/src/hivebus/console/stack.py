@@ -16,6 +16,7 @@ from typing import Any, Self
 from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
+from hivebus.agent.replay import Replay
 from hivebus.agent.startup import start_agent
 from hivebus.console.client import HiveClient
 from hivebus.console.dashboard.command import announce, until_signal
@@ -61,8 +62,11 @@ class LocalStack:
         data_dir: Path | None = None,
         services: bool = True,
         secure: bool = False,
+        replay: Replay | None = None,
     ) -> None:
         """Use `settings.nats_url` if set, else an embedded server storing in `data_dir`.
+
+        With `replay` (a golden run), every agent plays its models (and maybe its tools).
 
         With `secure`, the embedded server has the shipped identities and permissions
         (`hivebus.console.secure`), and every service connects as its own identity.
@@ -74,6 +78,7 @@ class LocalStack:
         self.config = config
         self.data_dir = data_dir
         self.services = services
+        self.replay = replay
         self.server: EmbeddedNats | None = None
         self.brokers: list[NatsBroker] = []
         self.url = settings.nats_url or ""
@@ -155,6 +160,7 @@ class LocalStack:
                                 self.config,
                                 role,
                                 self.url,
+                                replay=self.replay,
                             )
                         )
         except BaseException:

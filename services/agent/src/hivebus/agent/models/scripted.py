@@ -10,6 +10,12 @@ Entries:
                                    or bad_request (400, not retryable); `retry_after_s` optional
     {then: repeat}                 as the last entry: repeat the entry before it forever
 Any entry may carry `usage: {input_tokens, output_tokens}` and `delay_s` (answer that late).
+An answer or tool-call entry may carry `after`, what the conversation must end with when it
+plays: `after: [NAME, ...]` the results of those tool calls, in order (a runtime warning
+after them may follow), or `after: user` a user message (a prompt or a correction). A
+recording (`hivebus golden record`) writes it, so a replay that goes another way stops with
+a `ScriptError` saying where, instead of answering a conversation the turn was not recorded
+in.
 
 Or, instead of one list, a mapping `{cases: [{when: TEXT, turns: [...]}, ...]}`: a run plays
 the turns of the first case whose `when` its first prompt contains (a case without `when`
@@ -77,13 +83,52 @@ class ScriptTurn(BaseModel):
     retry_after_s: float | None = Field(default=None, ge=0)
     usage: TurnUsage | None = None
     delay_s: float = Field(default=0.0, ge=0, le=3600)
+    after: Literal["user"] | list[str] | None = Field(
+        default=None, description="What the conversation must end with when this turn plays."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScriptTurn:
         if sum(x is not None for x in (self.text, self.tool, self.calls, self.error)) != 1:
             msg = "each turn needs exactly one of `text`, `tool`, `calls` or `error`"
             raise ValueError(msg)
+        if self.error is not None and self.after is not None:
+            msg = "an `error` entry cannot carry `after` (the answer after it does)"
+            raise ValueError(msg)
         return self
+
+
+def _last_results(request: ModelRequest) -> list[str] | None:
+    """The tools whose results came last, past any user message after them (a runtime warning)."""
+    for message in reversed(request.messages):
+        if message.role == "tool":
+            return [o.name for o in message.tool_results]
+        if message.role == "assistant":
+            return None
+    return None
+
+
+def _conversation_end(request: ModelRequest) -> str:
+    """What the conversation ends with, in the words of `after`."""
+    last = request.messages[-1] if request.messages else None
+    if last is None:
+        return "nothing"
+    if last.role == "tool":
+        return "the results of " + ", ".join(o.name for o in last.tool_results)
+    return "a user message" if last.role == "user" else "an assistant turn"
+
+
+def _ends_as(request: ModelRequest, after: str | list[str]) -> bool:
+    """Whether the conversation ends as `after` says (`user`, or those tools' results)."""
+    last = request.messages[-1] if request.messages else None
+    if after == "user":
+        return last is not None and last.role == "user"
+    return _last_results(request) == after
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")  # noqa: PLR2004
+    return f"{n}{suffix}"
 
 
 class Slot(BaseModel):
@@ -193,12 +238,25 @@ class ScriptedModel:
             if calls < len(slot.errors):
                 return slot.errors[calls]
             if slot.response is not None:
-                return slot.response
+                return self._guarded(slot.response, position, request)
         if script.repeat is not None:
             return script.repeat
         raise ScriptError(
-            f"{self.route} has {len(script.slots)} turns and the run asked for turn "
-            f"{position + 1}; add turns or end the script with `then: repeat`"
+            f"{self.route}: the run asked the model a {_ordinal(position + 1)} time; the "
+            f"script has {len(script.turns)} turn{'s' if len(script.turns) != 1 else ''} "
+            "(add turns, or end the script with `then: repeat`)"
+        )
+
+    def _guarded(self, turn: ScriptTurn, position: int, request: ModelRequest) -> ScriptTurn:
+        """`turn`, when the conversation ends as its `after` says; else a `ScriptError`."""
+        if turn.after is None or _ends_as(request, turn.after):
+            return turn
+        wanted = (
+            "a user message" if turn.after == "user" else "the results of " + ", ".join(turn.after)
+        )
+        raise ScriptError(
+            f"{self.route}: turn {position + 1} was recorded after {wanted}; this run asks "
+            f"it after {_conversation_end(request)}"
         )
 
     def _usage(self, turn: ScriptTurn, request: ModelRequest) -> TurnUsage:
