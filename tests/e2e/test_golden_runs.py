@@ -267,3 +267,63 @@ def test_golden_run_command_exits_2_on_a_corrupt_golden_and_0_on_the_examples(
     )
     assert good.returncode == 0, good.stderr
     assert '"passed": true' in good.stdout
+
+
+async def test_models_live_against_the_fake_anthropic_server_judged_by_tolerances(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    """With writer and reviewer on Claude (the fake server), loosened expectations pass."""
+    from fake_anthropic import FakeAnthropic, text  # noqa: PLC0415 - a test helper beside this file
+
+    def change(data: dict[str, Any]) -> None:
+        for role in ("writer", "reviewer"):
+            data["roles"][role]["model"] = "anthropic:claude-test"
+            data["roles"][role]["allow_models"] = ["scripted:*", "anthropic:*"]
+
+    config = changed_demo(tmp_path, change)
+    golden = tmp_path / "happy"
+    shutil.copytree(recorded["happy"], golden)
+    with FakeAnthropic() as fake:
+        fake.queue(
+            text("Recommendation: adopt the bus, one queue first.", 700, 20),
+            text("Verdict: sound; watch the cost per ticket.", 600, 15),
+        )
+        settings = Settings(
+            nats_url=None, anthropic_api_key="test-key", anthropic_base_url=fake.url
+        )
+        loaded = load_golden(golden)
+        run = await run_golden(
+            loaded,
+            settings=settings,
+            config=replay_config(loaded, config, settings),
+            models=Source.LIVE,
+            timeout_s=60,
+        )
+        assert len(fake.requests) == 2
+    assert {d.split(": ")[0] for d in run.differences} == {"synthesis", "review"}
+
+    def loosen(expect: dict[str, Any]) -> None:
+        for subtask_id, pattern in (("synthesis", "^Recommendation: "), ("review", "^Verdict: ")):
+            fields = expect["subtasks"][subtask_id]
+            fields.update(output={"pattern": pattern}, steps={"min": 1, "max": 6})
+            fields.update(tokens={"max": 5000}, cost_usd={"max": 0.05})
+            del fields["tools"]
+
+    edit_yaml(golden / "expect.yaml", loosen)
+    with FakeAnthropic() as fake:
+        fake.queue(
+            text("Recommendation: adopt the bus, one queue first.", 700, 20),
+            text("Verdict: sound; watch the cost per ticket.", 600, 15),
+        )
+        settings = Settings(
+            nats_url=None, anthropic_api_key="test-key", anthropic_base_url=fake.url
+        )
+        loaded = load_golden(golden)
+        again = await run_golden(
+            loaded,
+            settings=settings,
+            config=replay_config(loaded, config, settings),
+            models=Source.LIVE,
+            timeout_s=60,
+        )
+    assert again.differences == []
