@@ -269,11 +269,34 @@ def test_golden_run_command_exits_2_on_a_corrupt_golden_and_0_on_the_examples(
     assert '"passed": true' in good.stdout
 
 
+async def live_replay(golden: Path, config: Path) -> GoldenOutcome:
+    """Replay `golden` with live models: the fake Anthropic server gives two fixed answers."""
+    from fake_anthropic import FakeAnthropic, text  # noqa: PLC0415 - a test helper beside this file
+
+    with FakeAnthropic() as fake:
+        fake.queue(
+            text("Recommendation: adopt the bus, one queue first.", 700, 20),
+            text("Verdict: sound; watch the cost per ticket.", 600, 15),
+        )
+        settings = Settings(
+            nats_url=None, anthropic_api_key="test-key", anthropic_base_url=fake.url
+        )
+        loaded = load_golden(golden)
+        outcome = await run_golden(
+            loaded,
+            settings=settings,
+            config=replay_config(loaded, config, settings),
+            models=Source.LIVE,
+            timeout_s=60,
+        )
+        assert len(fake.requests) == 2
+    return outcome
+
+
 async def test_models_live_against_the_fake_anthropic_server_judged_by_tolerances(
     recorded: dict[str, Path], tmp_path: Path
 ) -> None:
     """With writer and reviewer on Claude (the fake server), loosened expectations pass."""
-    from fake_anthropic import FakeAnthropic, text  # noqa: PLC0415 - a test helper beside this file
 
     def change(data: dict[str, Any]) -> None:
         for role in ("writer", "reviewer"):
@@ -283,24 +306,8 @@ async def test_models_live_against_the_fake_anthropic_server_judged_by_tolerance
     config = changed_demo(tmp_path, change)
     golden = tmp_path / "happy"
     shutil.copytree(recorded["happy"], golden)
-    with FakeAnthropic() as fake:
-        fake.queue(
-            text("Recommendation: adopt the bus, one queue first.", 700, 20),
-            text("Verdict: sound; watch the cost per ticket.", 600, 15),
-        )
-        settings = Settings(
-            nats_url=None, anthropic_api_key="test-key", anthropic_base_url=fake.url
-        )
-        loaded = load_golden(golden)
-        run = await run_golden(
-            loaded,
-            settings=settings,
-            config=replay_config(loaded, config, settings),
-            models=Source.LIVE,
-            timeout_s=60,
-        )
-        assert len(fake.requests) == 2
-    assert {d.split(": ")[0] for d in run.differences} == {"synthesis", "review"}
+    exact = await live_replay(golden, config)
+    assert {d.split(": ")[0] for d in exact.differences} == {"synthesis", "review"}
 
     def loosen(expect: dict[str, Any]) -> None:
         for subtask_id, pattern in (("synthesis", "^Recommendation: "), ("review", "^Verdict: ")):
@@ -310,20 +317,4 @@ async def test_models_live_against_the_fake_anthropic_server_judged_by_tolerance
             del fields["tools"]
 
     edit_yaml(golden / "expect.yaml", loosen)
-    with FakeAnthropic() as fake:
-        fake.queue(
-            text("Recommendation: adopt the bus, one queue first.", 700, 20),
-            text("Verdict: sound; watch the cost per ticket.", 600, 15),
-        )
-        settings = Settings(
-            nats_url=None, anthropic_api_key="test-key", anthropic_base_url=fake.url
-        )
-        loaded = load_golden(golden)
-        again = await run_golden(
-            loaded,
-            settings=settings,
-            config=replay_config(loaded, config, settings),
-            models=Source.LIVE,
-            timeout_s=60,
-        )
-    assert again.differences == []
+    assert (await live_replay(golden, config)).differences == []
