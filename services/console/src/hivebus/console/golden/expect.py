@@ -28,7 +28,7 @@ from typing import Any
 
 import jsonschema
 
-from hivebus.console.golden.observe import SubTaskRecord, TaskRecord
+from hivebus.console.golden.observe import TaskRecord
 
 MATCHER_KEYS = frozenset({"pattern", "schema", "min", "max", "equals"})
 SUBTASK_FIELDS = ("status", "reason", "output", "flags", "steps", "tools", "tokens", "cost_usd")
@@ -160,10 +160,6 @@ class Difference:
         return f"{self.where}: {self.field}: {self.detail}"
 
 
-def _value(record: SubTaskRecord, name: str) -> Any:
-    return getattr(record, name)
-
-
 def compare(expected: Mapping[str, Any], run: TaskRecord) -> list[Difference]:
     """Every difference between `expected` (parsed) and what `run` did."""
     found: list[Difference] = []
@@ -178,7 +174,7 @@ def compare(expected: Mapping[str, Any], run: TaskRecord) -> list[Difference]:
             found.append(Difference(subtask_id, "ran", "expected to run, and it did not"))
             continue
         for name, spec in fields.items():
-            problem = mismatch(spec, _value(record, name))
+            problem = mismatch(spec, getattr(record, name))
             if problem:
                 found.append(Difference(subtask_id, name, problem))
     found.extend(
@@ -194,7 +190,7 @@ def recorded(run: TaskRecord) -> dict[str, Any]:
     return {
         "task": {"status": run.status, "reason": run.reason},
         "subtasks": {
-            subtask_id: {name: _value(record, name) for name in SUBTASK_FIELDS}
+            subtask_id: {name: getattr(record, name) for name in SUBTASK_FIELDS}
             for subtask_id, record in run.subtasks.items()
         },
     }
