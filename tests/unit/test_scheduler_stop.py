@@ -7,6 +7,7 @@ from test_scheduler import TASK, Hive, node, plan
 
 from hivebus.contracts import RunCheckpoint, RunPhase, SubTaskStatus, TaskStatus, subjects
 from hivebus.core import HivebusConfig
+from hivebus.orchestrator import changes
 
 S = SubTaskStatus
 PAIR = plan(node("first"), node("second", ["first"]))
@@ -80,3 +81,33 @@ async def test_a_late_completion_after_a_cancel_starts_no_dependent(hive: Hive) 
         "second": S.CANCELLED,
     }
     assert [a.subtask_id for a in hive.outbox.dispatched] == ["first"]
+
+
+async def test_dependents_of_a_run_the_cancel_stopped_end_cancelled_not_blocked(
+    hive: Hive,
+) -> None:
+    """The cancelled run reports before `stop` reaches its dependents: they end cancelled.
+
+    `stop` marks the task ending first and only then walks its sub-tasks, so the run it
+    stopped may report in between; that run did not fail, so nothing it gates is `blocked`.
+    """
+    await hive.store.update_meta(TASK, changes.mark_ending(TaskStatus.CANCELLED, "stop it"))
+    await hive.finish(hive.result("first", S.CANCELLED))
+    second = await hive.state("second")
+    assert second.status == S.CANCELLED
+    assert second.reason == "stop it"
+    await hive.scheduler.stop(TASK, TaskStatus.CANCELLED, "stop it")  # reaches them after
+    result = hive.the_result()
+    assert result.status == TaskStatus.CANCELLED
+    assert {s.id: s.status for s in result.subtasks} == {
+        "first": S.CANCELLED,
+        "second": S.CANCELLED,
+    }
+
+
+async def test_a_failure_before_any_cancel_still_blocks_its_dependents(hive: Hive) -> None:
+    """Without a stop under way, a failed run blocks what depends on it, naming it."""
+    await hive.finish(hive.result("first", S.FAILED))
+    second = await hive.state("second")
+    assert second.status == S.BLOCKED
+    assert second.blocked_by == "first"

@@ -346,8 +346,14 @@ class Scheduler:
     async def _block_dependents(
         self, task_id: str, graph: Graph, meta: TaskMeta, root: SubTaskState
     ) -> list[str]:
-        """Block every transitive dependent of a failed sub-task, naming it as the root cause."""
+        """Block every transitive dependent of a failed sub-task, naming it as the root cause.
+
+        In a task that is stopping (a cancel or its deadline), they end `cancelled` instead, as
+        `stop` ends what never started: a run the stop cancelled may report before `stop`
+        reaches its dependents, and they did not fail because of it.
+        """
         reason = f"dependency {root.id!r} ended {root.status.value}: {root.reason}"
+        ends_as = S.BLOCKED if meta.ending is None else S.CANCELLED
         blocked: list[str] = []
         seen: set[str] = set()
         queue = deque(graph.dependents[root.id])
@@ -356,11 +362,16 @@ class Scheduler:
             if sid in seen or meta.is_finished(graph.index[sid]):
                 continue  # a finished block already covered this sub-tree
             seen.add(sid)
-            block = changes.block(sid, graph.specs[sid].role, root.id, reason)
-            state = await self.store.update_subtask(
-                task_id, sid, tracing.timed(block, self.clock.now())
+            role = graph.specs[sid].role
+            end = (
+                changes.block(sid, role, root.id, reason)
+                if meta.ending is None
+                else changes.cancel_waiting(sid, role, meta.reason or reason, meta.ending)
             )
-            if state is not None and state.status == S.BLOCKED:
+            state = await self.store.update_subtask(
+                task_id, sid, tracing.timed(end, self.clock.now())
+            )
+            if state is not None and state.status == ends_as:
                 blocked.append(sid)
                 queue.extend(graph.dependents[sid])
         return blocked
