@@ -680,6 +680,30 @@ async def test_store_writes_are_linear(hive: Hive, raw: dict[str, Any], edges: i
     assert hive.store.writes <= 6 * (V + edges), hive.store.writes
 
 
+async def test_a_one_sub_task_task_reads_no_state_it_wrote_itself(hive: Hive) -> None:
+    """Accepting, dispatching, applying the result and finishing read nothing back.
+
+    Each read is a request on the bus: the task was accepted by this call (no root can have
+    been dispatched), the result was applied by this event (it cannot be counted yet), and
+    this count made every sub-task finished (no `TaskFinished` can be stored yet).
+    """
+    await hive.submit(plan(node("only")))
+    await hive.run()
+    assert hive.the_result().status == TaskStatus.COMPLETED
+    assert hive.store.reads == 0
+
+
+async def test_a_redelivered_last_result_reads_and_publishes_the_stored_end(hive: Hive) -> None:
+    """After the task ended, the same last result reads state again and adds no new end."""
+    await hive.submit(plan(node("only")))
+    await hive.run()
+    reads, writes = hive.store.reads, hive.store.writes
+    await hive.finish(hive.result("only"))
+    assert hive.store.reads > reads
+    assert hive.store.writes == writes
+    assert hive.the_result().status == TaskStatus.COMPLETED
+
+
 @pytest.mark.parametrize("build", [chain, fan_out], ids=["chain", "fan-out"])
 async def test_store_writes_per_node_do_not_grow_with_size(
     hive_config: HivebusConfig, build: Callable[[int], dict[str, Any]]

@@ -41,8 +41,12 @@ class WriteCache:
         self._items.put(key, (value, revision))
 
     def forget(self, key: str) -> None:
-        """Drop `key` (someone else wrote it)."""
+        """Drop `key` (someone else wrote it, or its value is no longer needed)."""
         self._items.pop(key)
+
+    def __len__(self) -> int:
+        """How many keys are kept."""
+        return len(self._items)
 
 
 async def read(

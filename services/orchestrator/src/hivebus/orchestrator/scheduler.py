@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -50,12 +50,43 @@ log = get_logger(__name__)
 
 S = SubTaskStatus
 ItemT = TypeVar("ItemT")
+ValueT = TypeVar("ValueT")
 
 _STOPPED = frozenset({S.CANCELLED, S.TIMEOUT})
 """How `stop` ends a sub-task that is not running."""
 
 CONCURRENCY = 64
 """Dispatches (and dependency marks) one event may have in flight at once."""
+
+
+async def _together(*steps: Awaitable[object]) -> None:
+    """Await independent steps at once, then raise the first error.
+
+    Their requests are in flight together, and every step has run to its end before the
+    handler settles (gather alone would leave the others running after an error).
+    """
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+class Tracked(Generic[ValueT]):
+    """A change that remembers whether its last run made a value: whether the update wrote.
+
+    Compare-and-set runs a change again after a lost race or a stale cached value, and the
+    last run decides what is written; `wrote` is that run's answer.
+    """
+
+    def __init__(self, change: Callable[[ValueT | None], ValueT | None]) -> None:
+        """Track `change`."""
+        self.change = change
+        self.wrote = False
+
+    def __call__(self, current: ValueT | None) -> ValueT | None:
+        """Run the change, remembering whether it made a value."""
+        updated = self.change(current)
+        self.wrote = updated is not None
+        return updated
 
 
 async def _each(items: Iterable[ItemT], work: Callable[[ItemT], Awaitable[object]]) -> None:
@@ -107,23 +138,31 @@ class Scheduler:
             await self.planner.start(stored)
             return
         graph = self._remember(stored)
-        start = changes.start_task(task_id, graph.size, self.clock.now())
+        start = Tracked(changes.start_task(task_id, graph.size, self.clock.now()))
         meta = await self.store.update_meta(task_id, start)
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
-        with tracing.under(stored):
-            await self.events.publish(DeadlineReached(task_id=task_id, deadline=deadline))
-        await self.start_plan(stored)
+        # A redelivery after a crash between the two publishes both again: each is stored once.
+        await _together(
+            self._publish(stored, DeadlineReached(task_id=task_id, deadline=deadline)),
+            self.start_plan(stored, accepted_now=start.wrote),
+        )
 
-    async def start_plan(self, stored: TaskSubmitted) -> None:
-        """Dispatch the roots of an accepted plan (again after a redelivery: once each)."""
+    async def start_plan(self, stored: TaskSubmitted, *, accepted_now: bool = False) -> None:
+        """Dispatch the roots of an accepted plan (again after a redelivery: once each).
+
+        `accepted_now`: this call's write started the task, so no root was dispatched before
+        and none needs reading first.
+        """
         task_id = stored.task_id
         graph = self._remember(stored)
 
         async def dispatch_root(root: str) -> None:
             # Read first: a repeated submission (or its redelivery) dispatches no root twice.
-            if changes.dispatchable(await self.store.read_subtask(task_id, root), 0):
+            if accepted_now or changes.dispatchable(
+                await self.store.read_subtask(task_id, root), 0
+            ):
                 await self._dispatch(stored, graph, root)
 
         await _each(graph.roots, dispatch_root)
@@ -296,52 +335,79 @@ class Scheduler:
             return
         submission, graph = loaded
         sid = event.subtask_id
-        apply = changes.apply_result(graph.specs[sid].role, graph.in_degree[sid], event)
+        apply = Tracked(changes.apply_result(graph.specs[sid].role, graph.in_degree[sid], event))
         state = await self.store.update_subtask(
             event.task_id, event.subtask_id, tracing.timed(apply, self.clock.now())
         )
         if state is None or state.status not in SUBTASK_TERMINAL:
             return
-        meta = await self._propagate(submission, graph, state)
+        meta, counted = await self._propagate(submission, graph, state, applied_now=apply.wrote)
         if meta is not None and meta.finished >= meta.total:
-            await self._finish(submission, graph)
+            await self._finish(submission, graph, meta, counted_last=counted)
 
     async def _propagate(
-        self, submission: TaskSubmitted, graph: Graph, state: SubTaskState
-    ) -> TaskMeta | None:
+        self, submission: TaskSubmitted, graph: Graph, state: SubTaskState, *, applied_now: bool
+    ) -> tuple[TaskMeta | None, bool]:
         """Unblock (completed) or block (anything else) the dependents, then count it finished.
 
-        Skipped when the bitmap already counts it: then its propagation finished before.
+        Skipped when the bitmap already counts it: then its propagation finished before. A
+        result this event applied (`applied_now`) cannot be counted yet, so the meta is read
+        only when a dependent could start (a stopping task starts nothing new) or is blocked.
+
+        Returns:
+            The meta after, and whether this call's count brought it to every sub-task.
         """
         task_id = submission.task_id
-        meta = await self.store.read_meta(task_id)
-        if meta is None or meta.is_finished(graph.index[state.id]):
-            return meta
+        seen: list[TaskMeta | None] = []
+
+        async def current_meta() -> TaskMeta | None:
+            if not seen:
+                seen.append(await self.store.read_meta(task_id))
+            return seen[0]
+
+        if not applied_now:
+            meta = await current_meta()
+            if meta is None or meta.is_finished(graph.index[state.id]):
+                return meta, False
         done = [state.id]
         if state.status == S.COMPLETED:
             if is_large(state.output):
                 await self.events.publish(output_note(task_id, state.id, state.output))
-
-            async def unblock(dependent: str) -> None:
-                add = changes.add_dependency(
-                    dependent,
-                    graph.specs[dependent].role,
-                    graph.in_degree[dependent],
-                    graph.dep_position[dependent, state.id],
-                )
-                after = await self.store.update_subtask(task_id, dependent, add)
-                if (
-                    meta.ending is None  # a stopping task starts nothing new
-                    and after is not None
-                    and changes.dispatchable(after, graph.in_degree[dependent])
-                ):
-                    await self._dispatch(submission, graph, dependent, after.attempt)
-
-            await _each(graph.dependents[state.id], unblock)
+            await self._unblock_dependents(submission, graph, state, current_meta)
         else:
+            meta = await current_meta()
+            if meta is None:
+                return None, False
             done.extend(await self._block_dependents(task_id, graph, meta, state))
-        finished = changes.count_finished([graph.index[s] for s in done])
-        return await self.store.update_meta(task_id, finished)
+        finished = Tracked(changes.count_finished([graph.index[s] for s in done]))
+        after = await self.store.update_meta(task_id, finished)
+        return after, finished.wrote and after is not None and after.finished >= after.total
+
+    async def _unblock_dependents(
+        self,
+        submission: TaskSubmitted,
+        graph: Graph,
+        state: SubTaskState,
+        current_meta: Callable[[], Awaitable[TaskMeta | None]],
+    ) -> None:
+        """Mark a completed sub-task done in each dependent; dispatch those it made ready."""
+        task_id = submission.task_id
+
+        async def unblock(dependent: str) -> None:
+            add = changes.add_dependency(
+                dependent,
+                graph.specs[dependent].role,
+                graph.in_degree[dependent],
+                graph.dep_position[dependent, state.id],
+            )
+            after = await self.store.update_subtask(task_id, dependent, add)
+            if after is None or not changes.dispatchable(after, graph.in_degree[dependent]):
+                return
+            meta = await current_meta()
+            if meta is not None and meta.ending is None:  # a stopping task starts nothing new
+                await self._dispatch(submission, graph, dependent, after.attempt)
+
+        await _each(graph.dependents[state.id], unblock)
 
     async def _block_dependents(
         self, task_id: str, graph: Graph, meta: TaskMeta, root: SubTaskState
@@ -442,19 +508,29 @@ class Scheduler:
         with tracing.under(submission):
             await self.events.publish(message)
 
-    async def _finish(self, submission: TaskSubmitted, graph: Graph) -> None:
+    async def _finish(
+        self,
+        submission: TaskSubmitted,
+        graph: Graph,
+        meta: TaskMeta | None = None,
+        *,
+        counted_last: bool = False,
+    ) -> None:
         """Store `TaskFinished` once, publish it, then close the task.
 
         Closing comes last, so a closed task's result was published: a late duplicate result
         publishes nothing, and a crash before closing republishes the same stored event.
+        `meta` is the meta just written, if the caller has it; `counted_last` says that the
+        caller's count made every sub-task finished, so no result can be stored yet.
         """
         task_id = submission.task_id
-        meta = await self.store.read_meta(task_id)
+        if meta is None:
+            meta = await self.store.read_meta(task_id)
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         if meta.planning.revisions:  # this process may hold an earlier generation's graph
             submission, graph = await self.load(task_id, fresh=True) or (submission, graph)
-        result = await self.store.read_result(task_id)
+        result = None if counted_last else await self.store.read_result(task_id)
         if result is None:
             states = [
                 await self.store.read_subtask(task_id, sid) or changes.pending(sid, spec.role)
@@ -488,6 +564,13 @@ class Scheduler:
                         errors=[result.reason],
                     ),
                 )
-        await self._publish(submission, result)
-        await self._publish(submission, summary_note(submission, result))
-        await self.store.update_meta(task_id, changes.close_task(result.status, result.reason))
+        await _together(
+            self._publish(submission, result),
+            self._publish(submission, summary_note(submission, result)),
+        )
+        closed = await self.store.update_meta(
+            task_id, changes.close_task(result.status, result.reason)
+        )
+        if closed is not None and closed.status != TaskStatus.RUNNING:
+            self.graphs.pop(task_id)  # a late event reads it again; memory stays bounded
+            self.store.forget_task(task_id, graph.specs)

@@ -8,7 +8,7 @@ scheduler's tests without a network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from nats.js.kv import KeyValue
@@ -123,6 +123,10 @@ class StateStore(Protocol):
         self, task_id: str, approval: str, change: RecordChange
     ) -> ApprovalRecord | None:
         """Compare-and-set one approval's record (creating it too); returns the value after."""
+        ...
+
+    def forget_task(self, task_id: str, subtask_ids: Iterable[str]) -> None:
+        """Drop what is kept in memory of a closed task (the stored state stays as it is)."""
         ...
 
 
@@ -318,14 +322,40 @@ class KvStore:
         )
         return value
 
+    def forget_task(self, task_id: str, subtask_ids: Iterable[str]) -> None:
+        """See `StateStore`: a late event for it reads the bucket, as another process would.
+
+        Without this, the cache of a busy orchestrator holds its capacity of closed tasks'
+        states (about 2 kB each) for the rest of its life.
+        """
+        task_keys = (
+            subjects.plan_key,
+            subjects.meta_key,
+            subjects.result_key,
+            subjects.planning_key,
+            subjects.planned_key,
+            subjects.revised_key,
+        )
+        for key_of in task_keys:
+            self.cache.forget(key_of(task_id))
+        for sid in subtask_ids:
+            self.cache.forget(subjects.subtask_key(task_id, sid))
+
 
 class MemoryStore:
-    """`StateStore` in a dict; counts writes so tests can pin the scheduler's cost."""
+    """`StateStore` in a dict; counts writes and reads so tests can pin the scheduler's cost.
+
+    `reads` counts the reads that are requests on the bus for `KvStore` too: of the meta, of
+    the result, and of a sub-task not ended yet (an ended one it answers from its cache).
+    """
 
     def __init__(self) -> None:
         """Start empty."""
         self.data: dict[str, BaseModel] = {}
         self.writes = 0
+        self.reads = 0
+        self.forgotten: list[tuple[str, int]] = []
+        """Each closed task the scheduler let go of, with how many sub-tasks it named."""
         self.cancelled: set[str] = set()
         self.runs: dict[str, RunCheckpoint] = {}
 
@@ -353,6 +383,7 @@ class MemoryStore:
 
     async def read_meta(self, task_id: str) -> TaskMeta | None:
         """See `StateStore`."""
+        self.reads += 1
         value = self.data.get(subjects.meta_key(task_id))
         return value if isinstance(value, TaskMeta) else None
 
@@ -364,7 +395,11 @@ class MemoryStore:
     async def read_subtask(self, task_id: str, subtask_id: str) -> SubTaskState | None:
         """See `StateStore`."""
         value = self.data.get(subjects.subtask_key(task_id, subtask_id))
-        return value if isinstance(value, SubTaskState) else None
+        if not isinstance(value, SubTaskState):
+            self.reads += 1
+            return None
+        self.reads += not _final(value)
+        return value
 
     async def update_subtask(
         self, task_id: str, subtask_id: str, change: SubTaskChange
@@ -375,6 +410,7 @@ class MemoryStore:
 
     async def read_result(self, task_id: str) -> TaskFinished | None:
         """See `StateStore`."""
+        self.reads += 1
         value = self.data.get(subjects.result_key(task_id))
         return value if isinstance(value, TaskFinished) else None
 
@@ -437,3 +473,7 @@ class MemoryStore:
         key = subjects.approval_key(task_id, approval)
         value: ApprovalRecord | None = self._update(key, change)
         return value
+
+    def forget_task(self, task_id: str, subtask_ids: Iterable[str]) -> None:
+        """See `StateStore`: the dict is the store itself, so nothing is dropped; recorded."""
+        self.forgotten.append((task_id, len(list(subtask_ids))))
