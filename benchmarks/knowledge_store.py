@@ -9,8 +9,10 @@ number of notes. Measured on the same machine in the same run, each in a fresh r
 - `batched`: `--batches` calls of `KnowledgeStore.apply_many` with `--batch` writes of new
   notes each (one durable sync per call, as the service's group commit does): notes per second;
 - `tasks_layout`: both again with the layout summary notes really have,
-  `tasks/<task>/summary.md`: 100 or 10,000 task folders, so the `tasks` tree itself has that
-  many entries and every commit of a summary writes a new copy of it.
+  `tasks/<shard>/<task>/summary.md` (`task_folder`: 256 shards), with 100 or 10,000 task
+  folders;
+- `flat_tasks_layout`: the layout before the shards, `tasks/<task>/summary.md`, where the
+  `tasks` tree itself has one entry per task and every commit of a summary writes a new copy.
 
 Not part of the test suite. Usage:
     .venv/bin/python benchmarks/knowledge_store.py [--commits N] [--large N] [--batch N]
@@ -28,8 +30,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from hivebus.contracts.knowledge import NoteWrite
+from hivebus.contracts.knowledge import NoteWrite, task_folder
 from hivebus.knowledge.store import KnowledgeStore
 
 SMALL = 100
@@ -42,7 +45,12 @@ def shared_path(i: int) -> str:
 
 
 def summary_path(i: int) -> str:
-    """A task's summary note: one folder per task under `tasks/`."""
+    """A task's summary note where the orchestrator writes it."""
+    return f"{task_folder(f't-{i:012x}')}/summary.md"
+
+
+def flat_summary_path(i: int) -> str:
+    """A task's summary note in the layout before shards: one folder per task under `tasks/`."""
     return f"tasks/t-{i:012x}/summary.md"
 
 
@@ -118,6 +126,18 @@ def measure(
     return figures
 
 
+def layout(name: str, measured: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One layout's figures, with its large-to-small ratio."""
+    large, small = f"{args.large}_notes", f"{SMALL}_notes"
+    single = measured["ms_per_commit"]
+    return {
+        "layout": name,
+        "ms_per_commit": single,
+        "ratio_large_to_small": round(single[large] / single[small], 3),
+        "batched_notes_per_s": measured["batched_notes_per_s"],
+    }
+
+
 def main() -> None:
     """Measure both layouts with a small and a large repository; print the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -131,6 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hivebus-kb-bench-") as tmp:
         shared = measure(Path(tmp), "shared", shared_path, lambda i: f"tasks/bench/n-{i}.md", args)
         tasks = measure(Path(tmp), "tasks", summary_path, summary_path, args)
+        flat = measure(Path(tmp), "flat", flat_summary_path, flat_summary_path, args)
     single = shared["ms_per_commit"]
     report = {
         "commits_measured": args.commits,
@@ -143,14 +164,8 @@ def main() -> None:
             "batches": args.batches,
             "notes_per_s": shared["batched_notes_per_s"],
         },
-        "tasks_layout": {
-            "layout": "tasks/<task>/summary.md, one folder per note under tasks/",
-            "ms_per_commit": tasks["ms_per_commit"],
-            "ratio_large_to_small": round(
-                tasks["ms_per_commit"][large] / tasks["ms_per_commit"][small], 3
-            ),
-            "batched_notes_per_s": tasks["batched_notes_per_s"],
-        },
+        "tasks_layout": layout("tasks/<shard>/<task>/summary.md (256 shards)", tasks, args),
+        "flat_tasks_layout": layout("tasks/<task>/summary.md, before the shards", flat, args),
         "target_min_notes_per_s": 60,
     }
     print(json.dumps(report, indent=2))

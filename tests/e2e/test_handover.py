@@ -20,6 +20,7 @@ from hivebus.contracts import (
     TaskStatus,
     subjects,
 )
+from hivebus.contracts.knowledge import output_note_path
 from hivebus.contracts.subjects import EventKind
 from hivebus.core import Settings, jetstream
 from hivebus.knowledge.service import start_knowledge
@@ -28,7 +29,7 @@ from hivebus.orchestrator.service import start_orchestrator
 pytestmark = pytest.mark.e2e
 
 TASK = "handover"
-NOTE = f"tasks/{TASK}/outputs/big.md"
+NOTE = output_note_path(TASK, "big")
 
 
 async def _handover_retried(js: JetStreamContext) -> bool:

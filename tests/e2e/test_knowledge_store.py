@@ -356,8 +356,8 @@ async def test_a_finished_task_leaves_its_summary_in_its_folder(
                 if message is not None:
                     committed = NoteCommitted.model_validate_json(message.body)
         await sub.stop()
-        note = (stack.knowledge_root() / "tasks" / "sum-task" / "summary.md").read_text()
-    assert committed.path == "tasks/sum-task/summary.md"
+        note = (stack.knowledge_root() / "tasks/24/sum-task/summary.md").read_text()
+    assert committed.path == "tasks/24/sum-task/summary.md"  # shard: sha256("sum-task")[:2]
     assert committed.author == "orchestrator"
     assert "**Status:** completed" in note
     assert "forty-two" in note

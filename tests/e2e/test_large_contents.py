@@ -29,6 +29,7 @@ from hivebus.contracts import (
     TaskStatus,
     subjects,
 )
+from hivebus.contracts.knowledge import task_folder
 from hivebus.core import HivebusConfig, Publisher, Settings, jetstream
 from hivebus.core.artifacts import PREVIEW_CHARS
 
@@ -87,7 +88,7 @@ async def _follow(client: HiveClient, task_id: str) -> list[BaseModel]:
 
 async def _summary_note(root: Path, task_id: str) -> str:
     """The task's summary note in the knowledge repository, waited for (bounded)."""
-    path = root / "tasks" / task_id / "summary.md"
+    path = root / task_folder(task_id) / "summary.md"
     async with asyncio.timeout(WAIT_S):
         while not path.is_file():  # noqa: ASYNC110 - a file another process writes
             await asyncio.sleep(0.05)

@@ -51,7 +51,7 @@ async def test_a_closed_task_leaves_nothing_in_the_orchestrators_caches(
                         results.append(event)
         assert [r.status for r in results] == [TaskStatus.COMPLETED] * TASKS
         async with asyncio.timeout(10):  # the task closes just after its `TaskFinished` is out
-            while len(store.cache) or any(service.scheduler.graphs.get(t) for t in ids):
+            while len(store.cache) or any(service.scheduler.graphs.get(t) for t in ids):  # noqa: ASYNC110 - state of another task
                 await asyncio.sleep(0.02)
         # A late duplicate of a result, after the task closed: applied nowhere, read from KV.
         state = await store.read_subtask(ids[0], "end")

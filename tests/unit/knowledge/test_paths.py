@@ -231,5 +231,16 @@ def test_ordinary_paths_resolve_under_the_root(tmp_path: Path) -> None:
 def test_every_task_id_gives_a_valid_folder(task_id: str) -> None:
     """Any id the contracts accept gives a task folder in which notes are valid paths."""
     folder = task_folder(task_id)
-    assert folder.startswith("tasks/")
+    top, shard, name = folder.split("/")
+    assert (top, name) == ("tasks", task_id.lower())
+    assert len(shard) == 2
+    assert all(c in "0123456789abcdef" for c in shard)
     assert validate_note_path(folder + "/summary.md")
+    assert validate_note_path(folder + "/outputs/" + "s" * 64 + ".md")
+
+
+def test_task_folders_spread_over_256_shards() -> None:
+    """Ids that share a prefix (as generated ones do) land in many shards, stably."""
+    shards = {task_folder(f"bench-{i:06d}").split("/")[1] for i in range(4000)}
+    assert len(shards) == 256
+    assert task_folder("Sum-Task") == task_folder("sum-task") == "tasks/24/sum-task"
