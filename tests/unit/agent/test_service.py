@@ -247,28 +247,6 @@ async def test_a_finished_run_is_read_without_taking_it_over(client: Client) -> 
     assert again.revision == first.revision
 
 
-async def test_a_first_delivery_reads_nothing_and_is_fenced_if_a_run_was_there(
-    client: Client,
-) -> None:
-    """A first delivery opens without a read; should a checkpoint exist, its save is fenced.
-
-    Then the message is left unsettled and delivered again, and that delivery reads the run.
-    """
-    store = await client.runs()
-    fresh = await store.open("t.s.1", first_delivery=True)
-    assert fresh.state is None
-    assert fresh.revision == 0
-    await fresh.save(RunCheckpoint(run_id="r1"))
-    assert fresh.revision > 0  # the key was created: it did not exist
-
-    late = await store.open("t.s.1", first_delivery=True)  # a run was there after all
-    with pytest.raises(RunFencedError):
-        await late.save(RunCheckpoint(run_id="r2"))
-    again = await store.open("t.s.1")  # the next delivery reads it and takes it over
-    assert again.state is not None
-    assert again.state.run_id == "r1"
-
-
 def test_checkpoint_errors_say_how_to_settle() -> None:
     """An unreachable checkpoint is retryable (nak); a fenced run is superseded (left alone)."""
     assert CheckpointUnavailableError.retryable is True

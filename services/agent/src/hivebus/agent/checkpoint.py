@@ -130,16 +130,11 @@ class CheckpointStore:
         self.kv = kv
         self.large = large
 
-    async def open(self, key: str, *, first_delivery: bool = False) -> RunCheckpointHandle:
+    async def open(self, key: str) -> RunCheckpointHandle:
         """Load the checkpoint at `key` and take the run over with a new owner token.
 
         An unfinished checkpoint is written back at once under the new owner, which fences
         the previous one. A finished run is nobody's to fence: it is only read.
-
-        `first_delivery`: the assignment's first delivery, not a resume. No worker can have
-        begun this run, so nothing is read (one request fewer per run); its first save
-        creates the key, and if one is there after all that save is fenced and the message
-        delivered again, read then.
 
         Raises:
             RunFencedError: another worker took the run over at the same moment.
@@ -147,8 +142,6 @@ class CheckpointStore:
             pydantic.ValidationError: the stored checkpoint is not a `RunCheckpoint`.
         """
         owner = new_owner()
-        if first_delivery:
-            return RunCheckpointHandle(self.kv, key, owner, None, 0, self.large)
         try:
             entry = await self.kv.get(key)
         except KeyNotFoundError:

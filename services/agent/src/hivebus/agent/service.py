@@ -155,7 +155,7 @@ class AgentService:
             async with heartbeat(msg, self.settings.heartbeat_s):
                 with picked_up(assignment, msg):
                     try:
-                        ended = await self.execute(assignment, first_delivery=_first(msg))
+                        ended = await self.execute(assignment)
                     except PayloadTooLargeError as exc:  # the run's own state cannot be kept
                         log.exception("checkpoint_unstorable")
                         ended = self._unstorable(assignment, exc)
@@ -208,14 +208,11 @@ class AgentService:
         for request in paused.requests:
             await self.bus.publisher.publish(request)
 
-    async def execute(
-        self, assignment: SubTaskAssigned, *, first_delivery: bool = False
-    ) -> SubTaskFinished | RunPaused:
+    async def execute(self, assignment: SubTaskAssigned) -> SubTaskFinished | RunPaused:
         """Run (or resume) one assignment to its terminal event, or to a pause for people.
 
         A run found paused takes the assignment's resolutions; while any approval of the pause
         is left without one, it stays paused (its requests are returned to publish again).
-        On the `first_delivery` of an assignment that resumes nothing, no checkpoint is read.
 
         Raises:
             RunFencedError: another worker took the run over; report nothing.
@@ -226,8 +223,7 @@ class AgentService:
             key = subjects.checkpoint_key(
                 assignment.task_id, assignment.subtask_id, assignment.attempt
             )
-            new = first_delivery and not assignment.resume
-            handle = await self.bus.checkpoints.open(key, first_delivery=new)
+            handle = await self.bus.checkpoints.open(key)
             state = handle.state
             if state is not None and state.finished is not None:
                 return state.finished  # decided before a crash: publish it again
@@ -353,14 +349,6 @@ class AgentService:
             subtask_kind=assignment.subtask_kind,
             model=state.model,
         )
-
-
-def _first(msg: NatsMessage) -> bool:
-    """Whether this is the message's first delivery (False when the bus does not say)."""
-    try:
-        return int(msg.raw_message.metadata.num_delivered) == 1
-    except Exception:  # noqa: BLE001 - a message without JetStream metadata: read, to be safe
-        return False
 
 
 def unpublishable(finished: SubTaskFinished, error: PayloadTooLargeError) -> SubTaskFinished:
