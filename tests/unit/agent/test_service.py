@@ -35,6 +35,7 @@ from hivebus.contracts import (
     Limits,
     SubTaskAssigned,
     SubTaskFinished,
+    SubTaskStarted,
     SubTaskStatus,
     Usage,
     subjects,
@@ -272,6 +273,25 @@ async def test_an_assignment_runs_to_its_terminal_event_and_is_acked(
     assert handle.state is not None
     assert handle.state.phase is RunPhase.FINISHED
     assert handle.state.finished == finished
+
+
+async def test_a_task_cancelled_before_its_run_starts_calls_no_model(
+    tmp_path: Path, settings: Settings, client: Client, agents: list[NatsBroker]
+) -> None:
+    """The first cancel check (sent with `SubTaskStarted`) sees the flag: no step is taken."""
+    assert settings.nats_url is not None
+    config = config_with(tmp_path, answering(tmp_path, {"text": "never said"}))
+    assert client.js is not None
+    tasks = await client.js.key_value(subjects.TASKS_BUCKET)
+    await tasks.put(subjects.cancel_key("t-1"), b"1")
+    agents.append(await start_agent(settings, config, ROLE, settings.nats_url))
+    await client.assign(assignment())
+
+    [finished] = await wait_until(lambda: client.of_type(SubTaskFinished), "SubTaskFinished")
+    assert finished.status is SubTaskStatus.CANCELLED
+    assert finished.usage.steps == 0
+    assert len(client.of_type(SubTaskStarted)) == 1
+    await wait_until(client.all_acked, "the work message to be acked")
 
 
 async def test_a_plan_cannot_point_the_agent_at_a_file_outside_its_configuration(

@@ -74,6 +74,7 @@ from hivebus.core.artifacts import ArtifactNotFoundError, Artifacts, PayloadTooL
 from hivebus.core.budget import BudgetLedger
 from hivebus.core.knowledge_client import KnowledgeClient
 from hivebus.core.reliability import BreakerRegistry
+from hivebus.core.together import together
 
 log = get_logger(__name__)
 
@@ -249,16 +250,18 @@ class AgentService:
         chain = self.runtime.chain(assignment)
         with run_span(assignment, state, chain) as run:
             save = run.saving(handle.save)
-            await self.bus.publisher.publish(
-                SubTaskStarted(
-                    task_id=assignment.task_id,
-                    subtask_id=assignment.subtask_id,
-                    attempt=assignment.attempt,
-                    run_id=state.run_id,
-                    role=self.role,
-                    model=" > ".join(chain),
-                    resumed=assignment.resume[-1].approval_id if assignment.resume else None,
-                )
+            started = SubTaskStarted(
+                task_id=assignment.task_id,
+                subtask_id=assignment.subtask_id,
+                attempt=assignment.attempt,
+                run_id=state.run_id,
+                role=self.role,
+                model=" > ".join(chain),
+                resumed=assignment.resume[-1].approval_id if assignment.resume else None,
+            )
+            # The first step's cancel check goes out with the start: one round trip fewer.
+            _, cancelled = await together(
+                self.bus.publisher.publish(started), self._is_cancelled(assignment.task_id)
             )
             if not models:
                 outcome = RunOutcome(
@@ -270,7 +273,8 @@ class AgentService:
                 await save(state)
                 run.finished(finished)
                 return finished
-            loop = AgentLoop(assignment, self._context(assignment, models, save), state)
+            context = self._context(assignment, models, save, cancelled=cancelled is True)
+            loop = AgentLoop(assignment, context, state)
             try:
                 outcome = await loop.run()
             except RunPaused as paused:
@@ -299,7 +303,17 @@ class AgentService:
         assignment: SubTaskAssigned,
         models: list[Model],
         save: Callable[[RunCheckpoint], Awaitable[None]],
+        *,
+        cancelled: bool,
     ) -> RunContext:
+        """What the run's loop works with; `cancelled` answers its first cancel check."""
+        first_check = [cancelled]
+
+        async def is_cancelled() -> bool:
+            if first_check:
+                return first_check.pop()
+            return await self._is_cancelled(assignment.task_id)
+
         role, config = self.runtime.role_config, self.runtime.config
         budget = BudgetGate(
             self.bus.ledger,
@@ -327,7 +341,7 @@ class AgentService:
             tool_options=config.tool_options,
             tool_clients={"knowledge": knowledge} if knowledge is not None else {},
             checkpoint=save,
-            cancelled=lambda: self._is_cancelled(assignment.task_id),
+            cancelled=is_cancelled,
             approvals=self.runtime.approvals,
         )
 

@@ -38,6 +38,7 @@ from hivebus.contracts import (
 )
 from hivebus.contracts.subjects import DeadLetterKind
 from hivebus.core import Clock, EventSink, HivebusConfig, SystemClock, get_logger
+from hivebus.core.together import together
 from hivebus.orchestrator import approvals, changes, tracing
 from hivebus.orchestrator.graph import Graph, GraphCache
 from hivebus.orchestrator.handover import NoteWatch, hand_over, is_large, output_note
@@ -57,17 +58,6 @@ _STOPPED = frozenset({S.CANCELLED, S.TIMEOUT})
 
 CONCURRENCY = 64
 """Dispatches (and dependency marks) one event may have in flight at once."""
-
-
-async def _together(*steps: Awaitable[object]) -> None:
-    """Await independent steps at once, then raise the first error.
-
-    Their requests are in flight together, and every step has run to its end before the
-    handler settles (gather alone would leave the others running after an error).
-    """
-    for outcome in await asyncio.gather(*steps, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 class Tracked(Generic[ValueT]):
@@ -144,7 +134,7 @@ class Scheduler:
             return
         deadline = meta.submitted_at + timedelta(seconds=stored.budget.deadline_s)
         # A redelivery after a crash between the two publishes both again: each is stored once.
-        await _together(
+        await together(
             self._publish(stored, DeadlineReached(task_id=task_id, deadline=deadline)),
             self.start_plan(stored, accepted_now=start.wrote),
         )
@@ -564,7 +554,7 @@ class Scheduler:
                         errors=[result.reason],
                     ),
                 )
-        await _together(
+        await together(
             self._publish(submission, result),
             self._publish(submission, summary_note(submission, result)),
         )
