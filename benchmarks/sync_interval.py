@@ -1,6 +1,8 @@
 """What `sync_interval: always` costs: JetStream publish throughput, fsync on every write.
 
-Compared with the server default (fsync every 2 minutes), measured in the same run.
+Compared with the server default (fsync every 2 minutes), measured in the same run. Also what
+one run checkpoint costs: a compare-and-set KV update of `--checkpoint` bytes, one at a time,
+as an agent writes one per step (the milliseconds a step waits for it, with either setting).
 
 Usage: .venv/bin/python benchmarks/sync_interval.py [--messages N] [--size BYTES]
 Prints one JSON object; `ratio` is always/default for messages per second.
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 import nats
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
 from hivebus.core.embedded import free_port, nats_server_binary
 
@@ -36,8 +38,10 @@ async def wait_ready(port: int) -> None:
     raise RuntimeError("nats-server did not start")
 
 
-async def measure(*, sync_always: bool, messages: int, size: int) -> float:
-    """Acknowledged publishes per second, one at a time, on a fresh server."""
+async def measure(
+    *, sync_always: bool, messages: int, size: int, checkpoint: int
+) -> tuple[float, float]:
+    """Acknowledged publishes per second and ms per checkpoint write, on a fresh server."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         sync = "  sync_interval: always\n" if sync_always else ""
@@ -62,8 +66,15 @@ async def measure(*, sync_always: bool, messages: int, size: int) -> float:
             for i in range(messages):  # one at a time: each publish waits for its ack
                 await js.publish(f"b.{i % 10}", payload)
             elapsed = time.perf_counter() - start
+            kv = await js.create_key_value(KeyValueConfig(bucket="runs", history=1))
+            state = b"c" * checkpoint
+            revision = await kv.create("t.s.1", state)
+            start = time.perf_counter()
+            for _ in range(messages):  # as a run's steps do: each waits for the one before
+                revision = await kv.update("t.s.1", state, last=revision)
+            per_checkpoint_ms = (time.perf_counter() - start) / messages * 1000
             await nc.close()
-            return messages / elapsed
+            return messages / elapsed, per_checkpoint_ms
         finally:
             proc.terminate()
             proc.wait()
@@ -74,9 +85,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--checkpoint", type=int, default=4096, help="checkpoint bytes")
     args = parser.parse_args()
-    default = await measure(sync_always=False, messages=args.messages, size=args.size)
-    always = await measure(sync_always=True, messages=args.messages, size=args.size)
+    sizes = {"messages": args.messages, "size": args.size, "checkpoint": args.checkpoint}
+    default, default_cp = await measure(sync_always=False, **sizes)
+    always, always_cp = await measure(sync_always=True, **sizes)
     print(
         json.dumps(
             {
@@ -86,6 +99,11 @@ async def main() -> None:
                 "default_msgs_per_s": round(default, 1),
                 "always_msgs_per_s": round(always, 1),
                 "ratio": round(always / default, 3),
+                "checkpoint_bytes": args.checkpoint,
+                "checkpoint_write_ms": {
+                    "default": round(default_cp, 3),
+                    "always": round(always_cp, 3),
+                },
             }
         )
     )
