@@ -19,6 +19,7 @@ from hivebus.contracts import TaskBudget
 from hivebus.core.budget import (
     WARN_FRACTION,
     BudgetLedger,
+    GroupedLedgerStore,
     LedgerChange,
     LedgerState,
     MemoryLedgerStore,
@@ -43,9 +44,11 @@ class RacingStore:
         self.pauses = pauses
         self.check = check
         self.races_lost = 0
+        self.updates = 0
 
     async def update(self, task_id: str, change: LedgerChange) -> tuple[LedgerState | None, bool]:
         """Read, change, let others run, write only if nobody wrote in between (else retry)."""
+        self.updates += 1
         for _ in range(CAS_ATTEMPTS):
             current, revision = self.entries.get(task_id, (None, 0))
             updated = change(current.model_copy() if current else None)
@@ -96,14 +99,25 @@ Call = tuple[int, int, float, float, int]
     max_tokens=st.integers(min_value=1, max_value=2_000),
     max_micro_usd=st.integers(min_value=1, max_value=10_000),
     rng=st.randoms(use_true_random=False),
+    grouped=st.booleans(),
 )
 async def test_concurrent_reserve_and_settle_never_break_the_budget(
-    agents: list[list[Call]], max_tokens: int, max_micro_usd: int, rng: random.Random
+    agents: list[list[Call]],
+    max_tokens: int,
+    max_micro_usd: int,
+    rng: random.Random,
+    grouped: bool,  # noqa: FBT001 - drawn by hypothesis
 ) -> None:
-    """Racing agents keep used + reserved <= max, end used <= max, warn once iff past 80%."""
+    """Racing agents keep used + reserved <= max, end used <= max, warn once iff past 80%.
+
+    Half the examples share one grouping store, as the runs of one agent process do.
+    """
     budget = TaskBudget(max_tokens=max_tokens, max_cost_usd=max_micro_usd * MICRO_USD)
-    store = RacingStore(lambda: rng.choice((0, 1, 1, 2, 3)), within)
-    ledger = BudgetLedger(store)
+    # A random of its own: the grouping store's updates run in a task of their own context,
+    # where hypothesis's `randoms()` must not draw.
+    turns = random.Random(rng.getrandbits(64))
+    store = RacingStore(lambda: turns.choice((0, 1, 1, 2, 3)), within)
+    ledger = BudgetLedger(GroupedLedgerStore(store) if grouped else store)
     refusals: list[str] = []
     crossings: list[LedgerState] = []
     used: list[tuple[int, float]] = []
@@ -125,6 +139,7 @@ async def test_concurrent_reserve_and_settle_never_break_the_budget(
 
     await asyncio.gather(*(agent(plan) for plan in agents))
     event(f"races lost: {'some' if store.races_lost else 'none'}")
+    event(f"grouped: {grouped}")
     event(f"refusals: {'some' if refusals else 'none'}")
 
     assert all(
@@ -153,6 +168,61 @@ async def test_the_racing_store_makes_updates_race() -> None:
     assert all(reservation is not None for reservation, _, _ in granted)
     assert store.races_lost > 0
     assert store.entries[TASK][0].reserved_tokens == 500
+
+
+async def test_one_process_changes_of_one_ledger_go_in_few_updates() -> None:
+    """40 runs reserving at once: few updates, and exactly as many grants as the budget holds."""
+    store = RacingStore(lambda: 1, within)
+    ledger = BudgetLedger(GroupedLedgerStore(store))
+    budget = TaskBudget(max_tokens=3_000, max_cost_usd=1.0)
+    granted = await asyncio.gather(*(ledger.reserve(TASK, budget, 100, 0.01) for _ in range(40)))
+    reservations = [r for r, _, _ in granted if r is not None]
+    assert len(reservations) == 30  # the 31st and later find 3,000 tokens reserved
+    assert all(why.startswith("task budget max_tokens") for r, why, _ in granted if r is None)
+    assert store.updates <= 3  # the first alone, then the rest in one or two groups
+    assert store.entries[TASK][0].reserved_tokens == 3_000
+    await asyncio.gather(*(ledger.settle(r, 50, 0.005) for r in reservations))
+    final = store.entries[TASK][0]
+    assert (final.reserved_tokens, final.used_tokens) == (0, 1_500)
+
+
+async def test_a_change_that_raises_fails_alone_in_its_group() -> None:
+    """The others in its group are applied; the failing caller gets its own error."""
+    store = MemoryLedgerStore()
+    grouped = GroupedLedgerStore(store)
+    budget = TaskBudget(max_tokens=1_000, max_cost_usd=1.0)
+    ledger = BudgetLedger(grouped)
+    first = asyncio.ensure_future(ledger.reserve(TASK, budget, 100, 0.01))
+
+    def broken(current: LedgerState | None) -> LedgerState | None:  # noqa: ARG001
+        raise ValueError("a bug in one change")
+
+    results = await asyncio.gather(
+        ledger.reserve(TASK, budget, 200, 0.01),
+        grouped.update(TASK, broken),
+        ledger.reserve(TASK, budget, 300, 0.01),
+        return_exceptions=True,
+    )
+    await first
+    assert isinstance(results[1], ValueError)
+    assert store.states[TASK].reserved_tokens == 600
+
+
+async def test_a_caller_that_gave_up_before_its_group_changes_nothing() -> None:
+    """A reservation cancelled while it waited for the update in flight is never made."""
+    store = RacingStore(lambda: 3, within)
+    ledger = BudgetLedger(GroupedLedgerStore(store))
+    budget = TaskBudget(max_tokens=1_000, max_cost_usd=1.0)
+    in_flight = asyncio.ensure_future(ledger.reserve(TASK, budget, 100, 0.01))
+    await asyncio.sleep(0)  # its update is now in flight
+    waiting = asyncio.ensure_future(ledger.reserve(TASK, budget, 500, 0.01))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    assert (await in_flight)[0] is not None
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0.01)
+    assert store.entries[TASK][0].reserved_tokens == 100
 
 
 states = st.builds(

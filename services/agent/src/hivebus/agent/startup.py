@@ -25,7 +25,7 @@ from hivebus.core import (
     new_broker,
 )
 from hivebus.core.artifacts import Artifacts
-from hivebus.core.budget import BudgetLedger, KvLedgerStore
+from hivebus.core.budget import BudgetLedger, GroupedLedgerStore, KvLedgerStore
 from hivebus.core.bus import pull_inbox
 from hivebus.core.knowledge_client import KnowledgeClient
 
@@ -104,7 +104,7 @@ async def start_agent(
                 await js.key_value(subjects.RUNS_BUCKET),
                 LargeCheckpoints(artifacts, await publisher.payload_budget()),
             ),
-            ledger=BudgetLedger(KvLedgerStore(tasks, settings.kv_cas_attempts)),
+            ledger=BudgetLedger(GroupedLedgerStore(KvLedgerStore(tasks, settings.kv_cas_attempts))),
             knowledge=KnowledgeClient(
                 broker, await js.key_value(subjects.KNOWLEDGE_BUCKET), publisher
             ),
