@@ -6,16 +6,15 @@ so under any interleaving `used + reserved <= max` holds, and `used <= max` hold
 each reservation bounds its call (exact for scripted models, conservative for Anthropic).
 
 Every run of a task changes that one key, so an agent process groups its runs' changes
-(`GroupedLedgerStore`): while one compare-and-set of a task's ledger is in flight, the
-changes that arrive wait and go together in the next, applied in order as if one after the
-other. Without it, many runs of one task in two processes lost most of their races.
+(`GroupedLedgerStore`, on `groups.ChangeGroups`): while one compare-and-set of a task's
+ledger is in flight, the changes that arrive wait and go together in the next, applied in
+order as if one after the other. Without it, many runs of one task in two processes lost
+most of their races.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from nats.js.kv import KeyValue
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hivebus.contracts import TaskBudget, subjects
 from hivebus.core import kv as kvcas
+from hivebus.core.groups import ChangeGroups
 
 WARN_FRACTION = 0.8
 """A `BudgetWarning` goes out once, when usage first reaches this share of a budget."""
@@ -162,7 +162,7 @@ class Reservation:
 class LedgerChange(Protocol):
     """A pure change of a ledger state (None: leave it)."""
 
-    def __call__(self, current: LedgerState | None) -> LedgerState | None:
+    def __call__(self, current: LedgerState | None, /) -> LedgerState | None:
         """Return the new state or None."""
         ...
 
@@ -197,107 +197,20 @@ class KvLedgerStore:
         )
 
 
-GROUP_MAX = 256
-"""The most changes of one ledger one compare-and-set carries."""
-
-Outcome = tuple[LedgerState | None, bool]
-
-
-@dataclass
-class _Line:
-    """The changes of one task's ledger waiting for this process's next update."""
-
-    waiting: list[tuple[LedgerChange, asyncio.Future[Outcome]]] = field(default_factory=list)
-    running: asyncio.Task[None] | None = None
-
-
 class GroupedLedgerStore:
     """A store whose concurrent changes of one ledger go in one update of `inner`.
 
-    One update per ledger is in flight at a time; what arrives meanwhile waits for the next,
-    so a group grows with the load. A group's changes apply in arrival order, each to the
-    state the one before left, so each gets the outcome it would have had alone in that
-    order; the update retries them all together when it loses a race. A change that raises
-    gets its own error and leaves the state as it was for the others.
+    One update per ledger is in flight at a time; what arrives meanwhile goes in the next,
+    in arrival order, each change deciding on what the one before left (`ChangeGroups`).
     """
 
     def __init__(self, inner: LedgerStore) -> None:
         """Group the updates made through `inner`."""
-        self.inner = inner
-        self._lines: dict[str, _Line] = {}
+        self._groups: ChangeGroups[LedgerState] = ChangeGroups(inner.update)
 
-    async def update(self, task_id: str, change: LedgerChange) -> Outcome:
+    async def update(self, task_id: str, change: LedgerChange) -> tuple[LedgerState | None, bool]:
         """See `LedgerStore`."""
-        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        line = self._lines.setdefault(task_id, _Line())
-        line.waiting.append((change, done))
-        if line.running is None:
-            # A context of its own: the ids the first caller bound belong to its run alone.
-            line.running = asyncio.create_task(
-                self._drain(task_id, line), name="ledger-group", context=contextvars.Context()
-            )
-        return await done
-
-    async def _drain(self, task_id: str, line: _Line) -> None:
-        """Update the ledger until no change of it waits."""
-        group: list[tuple[LedgerChange, asyncio.Future[Outcome]]] = []
-        try:
-            while line.waiting:
-                group = [(c, d) for c, d in line.waiting[:GROUP_MAX] if not d.done()]
-                del line.waiting[:GROUP_MAX]  # a caller that gave up is left out
-                if group:
-                    await self._apply(task_id, group)
-        except BaseException as exc:  # cancelled with the loop: no caller is left waiting
-            for _, done in [*group, *line.waiting]:
-                _resolve(done, exc if isinstance(exc, Exception) else None)
-            raise
-        finally:
-            line.running = None
-            if self._lines.get(task_id) is line and not line.waiting:
-                del self._lines[task_id]
-
-    async def _apply(
-        self, task_id: str, group: list[tuple[LedgerChange, asyncio.Future[Outcome]]]
-    ) -> None:
-        """One update of `inner` with every change of `group`; resolve each caller."""
-        outcomes: list[Outcome | Exception] = []
-
-        def together(current: LedgerState | None) -> LedgerState | None:
-            outcomes.clear()  # a retry after a lost race decides every change again
-            state, wrote = current, False
-            for change, _ in group:
-                try:
-                    updated = change(state)  # changes are pure, as `cas_update` needs
-                except Exception as exc:  # noqa: BLE001 - this caller's error, not the group's
-                    outcomes.append(exc)
-                    continue
-                if updated is None:
-                    outcomes.append((state, False))
-                else:
-                    state, wrote = updated, True
-                    outcomes.append((updated, True))
-            return state if wrote else None
-
-        try:
-            await self.inner.update(task_id, together)
-        except Exception as exc:  # noqa: BLE001 - the update failed: so did every change in it
-            for _, done in group:
-                _resolve(done, exc)
-            return
-        for (_, done), outcome in zip(group, outcomes, strict=True):
-            _resolve(done, outcome)
-
-
-def _resolve(done: asyncio.Future[Outcome], outcome: Outcome | Exception | None) -> None:
-    """Answer a caller unless it gave up (None: cancel it)."""
-    if done.done():
-        return
-    if outcome is None:
-        done.cancel()
-    elif isinstance(outcome, Exception):
-        done.set_exception(outcome)
-    else:
-        done.set_result(outcome)
+        return await self._groups.update(task_id, change)
 
 
 class MemoryLedgerStore:

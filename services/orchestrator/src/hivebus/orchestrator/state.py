@@ -9,6 +9,7 @@ scheduler's tests without a network.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 from nats.js.kv import KeyValue
@@ -30,6 +31,7 @@ from hivebus.contracts import (
 from hivebus.core import Publisher, get_logger
 from hivebus.core import kv as kvcas
 from hivebus.core.artifacts import offload
+from hivebus.core.groups import ChangeGroups
 
 MetaChange = Callable[[TaskMeta | None], TaskMeta | None]
 """A pure change of a task's meta (see `changes`)."""
@@ -155,6 +157,9 @@ class KvStore:
     It keeps what it wrote (`kvcas.WriteCache`): updates skip the read of a key this process
     wrote last, and reads of values that never change again (plans, results, finished
     sub-tasks) are answered from it; the compare-and-set on the server still decides.
+    Concurrent updates of one key by this process go together (`ChangeGroups`): a task's
+    meta counts every result, and the handlers counting them at once would otherwise lose
+    their races to each other.
     """
 
     def __init__(
@@ -175,11 +180,22 @@ class KvStore:
         self.attempts = cas_attempts
         self.cache = kvcas.WriteCache()
         self.publisher = publisher
+        self._groups: dict[tuple[type[Any], bool], ChangeGroups[Any]] = {}
 
     async def _update(
         self, key: str, model: type[Any], change: Any, *, assume_absent: bool = True
     ) -> Any:
-        value, _ = await kvcas.cas_update(
+        groups = self._groups.get((model, assume_absent))
+        if groups is None:
+            cas = partial(self._cas, model=model, assume_absent=assume_absent)
+            groups = self._groups[model, assume_absent] = ChangeGroups(cas)
+        value, _ = await groups.update(key, change)
+        return value
+
+    async def _cas(
+        self, key: str, change: Any, *, model: type[Any], assume_absent: bool
+    ) -> tuple[Any, bool]:
+        return await kvcas.cas_update(
             self.kv,
             key,
             model,
@@ -188,7 +204,6 @@ class KvStore:
             cache=self.cache,
             assume_absent=assume_absent,
         )
-        return value
 
     async def _create_once(self, key: str, value: BaseModel, model: type[Any]) -> Any:
         def keep_or_set(current: BaseModel | None) -> BaseModel | None:
