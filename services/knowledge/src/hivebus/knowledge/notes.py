@@ -71,6 +71,8 @@ def _dump_yaml(data: dict[str, Any]) -> str:
     """Dump front matter readably, falling back to escaped ASCII when Unicode would not survive."""
     options: dict[str, Any] = {"Dumper": _DUMPER, "sort_keys": False, "width": 2**31 - 1}
     readable: str = yaml.dump(data, allow_unicode=True, **options)
+    if readable.isascii():  # escaping would change nothing: no need to check the round trip
+        return readable
     # Some characters (U+0085, U+2028, ...) are line breaks to YAML and do not round-trip raw.
     if yaml.load(readable, Loader=_LOADER) == data:  # noqa: S506 - a safe loader
         return readable
