@@ -4,6 +4,8 @@
                                                     so the order of submits is fetch order)
     committer  take up to `max_batch` queued writes, in order
                -> look their results up in KV: a write answered before is not applied again
+                  (not for a write to a note that was never written: nothing to find, see
+                  `KnowledgeStore.never_written`)
                -> `KnowledgeStore.apply_many` of the others, in a worker thread
                -> resolve each future with its result (or its own error)
 
@@ -88,13 +90,18 @@ class GroupCommitter:
 
     async def _apply(self, batch: list[tuple[NoteWrite, asyncio.Future[Applied]]]) -> None:
         """One batch: drop what was answered before, apply the rest, resolve every future."""
-        stored = await asyncio.gather(
-            *(self.results.get(subjects.knowledge_result_key(w.write_id)) for w, _ in batch),
-            return_exceptions=True,
+        fresh = await asyncio.to_thread(self.store.never_written, [w.path for w, _ in batch])
+        asked = [write for (write, _), new in zip(batch, fresh, strict=True) if not new]
+        answers = iter(
+            await asyncio.gather(
+                *(self.results.get(subjects.knowledge_result_key(w.write_id)) for w in asked),
+                return_exceptions=True,
+            )
         )
         todo: list[tuple[NoteWrite, asyncio.Future[Applied]]] = []
-        for (write, done), entry in zip(batch, stored, strict=True):
-            if isinstance(entry, KeyNotFoundError):
+        for (write, done), new in zip(batch, fresh, strict=True):
+            entry = None if new else next(answers)
+            if entry is None or isinstance(entry, KeyNotFoundError):
                 todo.append((write, done))
             elif isinstance(entry, BaseException):
                 _settle(done, entry)

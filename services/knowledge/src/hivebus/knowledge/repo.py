@@ -32,7 +32,7 @@ from hivebus.knowledge.batch import SERVICE_EMAIL, SERVICE_NAME, CommitBatch, sa
 from hivebus.knowledge.durable import sync_filesystem
 from hivebus.knowledge.git import GitError, find_git, git_environment, libgit2_errors, run_git
 from hivebus.knowledge.history import LastCommit, LogEntry, last_commit, log, messages
-from hivebus.knowledge.trees import blob_at, files_under, read_files
+from hivebus.knowledge.trees import blob_at, entry_at, files_under, read_files
 from hivebus.knowledge.worktree import TEMP_SUFFIX, remove_temp_files, restore
 
 __all__ = [
@@ -254,6 +254,14 @@ class GitRepo:
         head = self._head()
         blob = blob_at(head.tree, path) if head is not None else None
         return str(blob.id) if blob is not None else None
+
+    def absent(self, paths: Sequence[str]) -> list[bool]:
+        """For each path, whether HEAD holds nothing at all there (one look at HEAD for all)."""
+        head = self._head()
+        if head is None:
+            return [True] * len(paths)
+        tree = head.tree
+        return [entry_at(tree, path) is None for path in paths]
 
     def read(self, path: str) -> tuple[str, str] | None:
         """The note at `path` at HEAD as (revision, text), from one look at HEAD."""

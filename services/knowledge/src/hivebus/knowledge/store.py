@@ -132,6 +132,35 @@ class KnowledgeStore:
                 self._index_to_head(batch.base, batch.written)
         return results
 
+    def never_written(self, paths: Sequence[str]) -> list[bool]:
+        """For each path of a batch, in order, whether no earlier write can have changed it.
+
+        True when the path is valid, HEAD holds nothing there and no earlier path of the batch
+        is the same one. Notes are never deleted, so no write was ever committed there, and a
+        write that was answered before without a commit (`invalid` for its size, `conflict`
+        with the revision it expected) meets the same absent note again and gets the same
+        answer: the service need not look its result up before applying it. False when HEAD
+        cannot be read (then every result is looked up, as before).
+        """
+        valid: list[str | None] = []
+        for path in paths:
+            try:
+                valid.append(validate_note_path(path))
+            except KnowledgeError:
+                valid.append(None)
+        try:
+            absent = self.repo.absent([checked or "" for checked in valid])
+        except KnowledgeError as exc:
+            log.warning("head_unreadable", error=str(exc))
+            return [False] * len(paths)
+        seen: set[str] = set()
+        fresh: list[bool] = []
+        for checked, nothing_there in zip(valid, absent, strict=True):
+            fresh.append(checked is not None and nothing_there and checked not in seen)
+            if checked is not None:
+                seen.add(checked)
+        return fresh
+
     def _index_to_head(
         self, base: str | None = None, written: Mapping[str, str] | None = None
     ) -> None:
