@@ -9,7 +9,9 @@ a write never lands outside the repository. A task's folder is named by
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
 
 from hivebus.knowledge.errors import InvalidPathError
@@ -74,15 +76,27 @@ def validate_note_path(path: str) -> str:
     return path
 
 
-def resolve_in_repo(root: Path, path: str) -> Path:
-    """Map a note path to its file under `root`, refusing symbolic links and escapes."""
+def resolve_in_repo(root: Path, path: str, base: Path | None = None) -> Path:
+    """Map a note path to its file under `root`, refusing symbolic links and escapes.
+
+    `base` is `root` already resolved (a store resolves its root once). One `lstat` per folder
+    on the way, up to the first that is not there (or not a folder): nothing below it can be a
+    link.
+    """
     valid = validate_note_path(path)
-    base = root.resolve()
+    base = base if base is not None else root.resolve()
     current = base
     for part in PurePosixPath(valid).parts:
         current = current / part
-        if current.is_symlink():
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # nothing there, or a file above
+            break
+        if stat.S_ISLNK(mode):
             raise InvalidPathError(path, "the path goes through a symbolic link")
-    if not current.resolve().is_relative_to(base):
+    target = base / valid
+    # No link on the way and no '..' in a valid path: checked again so the rule survives a
+    # change of pattern.
+    if not Path(os.path.normpath(target)).is_relative_to(base):
         raise InvalidPathError(path, "the path resolves outside the store")
-    return current
+    return target

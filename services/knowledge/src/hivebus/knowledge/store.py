@@ -82,6 +82,7 @@ class KnowledgeStore:
         self.root = root
         self.repo = GitRepo(root)
         root.mkdir(parents=True, exist_ok=True)
+        self._base = root.resolve()
         self.repo.recover()
         self.repo.init()
         self._writer = threading.Lock()
@@ -183,7 +184,7 @@ class KnowledgeStore:
         """One write on top of the batch so far (`made`: the commits of its earlier writes)."""
         try:
             path = validate_note_path(write.path)
-            resolve_in_repo(self.root, path)
+            resolve_in_repo(self.root, path, self._base)
             check_note_size(write.body)
         except KnowledgeError as exc:
             return NoteWriteResult(
