@@ -91,6 +91,10 @@ COMMON = textwrap.dedent(
     def body(value):
         return json.dumps(value).encode()
 
+    async def connect():  # JetStream, and the protocol's tasks and runs buckets
+        js = (await nats.connect(sys.argv[1])).jetstream()
+        return js, await js.key_value(f"{{P}}-tasks"), await js.key_value(f"{{P}}-runs")
+
     PAD = "x" * {CHECKPOINT_BYTES}
     """
 )
@@ -98,9 +102,7 @@ COMMON = textwrap.dedent(
 GUARDED_ORCHESTRATOR = COMMON + textwrap.dedent(
     """
     async def main():
-        nc = await nats.connect(sys.argv[1])
-        js = nc.jetstream()
-        tasks = await js.key_value(f"{P}-tasks")
+        js, tasks, runs = await connect()
         own = {}  # the revision of each state this process wrote last
 
         async def on_submit(msg):
@@ -152,10 +154,7 @@ GUARDED_ORCHESTRATOR = COMMON + textwrap.dedent(
 GUARDED_WORKER = COMMON + textwrap.dedent(
     """
     async def main():
-        nc = await nats.connect(sys.argv[1])
-        js = nc.jetstream()
-        tasks = await js.key_value(f"{P}-tasks")
-        runs = await js.key_value(f"{P}-runs")
+        js, tasks, runs = await connect()
 
         async def reserve(key, rev):
             value = {"reserved": 0, "spent": 0}  # what the orchestrator created at `rev`
@@ -197,9 +196,7 @@ CURRENT_ORCHESTRATOR = COMMON + textwrap.dedent(
     """
     # No validation, no cache, no compare-and-set retry (one sub-task: nothing races).
     async def main():
-        nc = await nats.connect(sys.argv[1])
-        js = nc.jetstream()
-        tasks = await js.key_value(f"{P}-tasks")
+        js, tasks, runs = await connect()
         own = {}
 
         async def on_submit(msg):
@@ -275,10 +272,7 @@ CURRENT_ORCHESTRATOR = COMMON + textwrap.dedent(
 CURRENT_WORKER = COMMON + textwrap.dedent(
     """
     async def main():
-        nc = await nats.connect(sys.argv[1])
-        js = nc.jetstream()
-        tasks = await js.key_value(f"{P}-tasks")
-        runs = await js.key_value(f"{P}-runs")
+        js, tasks, runs = await connect()
 
         async def absent(kv, key):
             try:
