@@ -9,8 +9,8 @@ No file is ever written through a symbolic link or outside the root.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 import pygit2
@@ -31,40 +31,60 @@ class UnsafePathError(OSError):
     """A file would be written through a symbolic link, or the path is not one a tree holds."""
 
 
-def _target(root: Path, path: str, checked: set[Path] | None = None) -> Path:
-    """The file for `path` under `root`, refusing symbolic links on the way.
+def _target(root: Path, path: str, checked: set[Path] | None = None) -> tuple[Path, list[Path]]:
+    """The file for `path` under `root`, and the folders on the way that do not exist yet.
 
-    `checked` remembers folders already found safe, so a restore of many files under one folder
-    looks at that folder once.
+    Refuses a symbolic link on the way (the file itself included). One `lstat` per folder, and
+    none below the first folder that is missing. `checked` remembers folders already found
+    safe, so many files under one folder look at it once.
     """
     parts = split_path(path)
     if parts is None:
         raise UnsafePathError(f"not a path a note can have: {path!r}")
-    current = root
+    current, missing = root, list[Path]()
     for part in parts:
         current /= part
+        if missing:
+            missing.append(current)
+            continue
         if checked is not None and current in checked:
             continue
-        if current.is_symlink():
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            missing.append(current)
+            continue
+        if stat.S_ISLNK(mode):
             raise UnsafePathError(f"{path!r} goes through a symbolic link")
-        if checked is not None and current.is_dir():
+        if checked is not None and stat.S_ISDIR(mode):
             checked.add(current)
-    return current
+    return current, [folder for folder in missing if folder != current]
 
 
 def write_file(root: Path, path: str, data: bytes, checked: set[Path] | None = None) -> None:
-    """Replace the file at `path` atomically (a temporary file, then a rename); no fsync."""
-    target = _target(root, path, checked)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX
-    )
+    """Replace the file at `path` atomically (a temporary file, then a rename); no fsync.
+
+    About six system calls for a new note in a new folder (the folder's `lstat` and `mkdir`,
+    the temporary file's open, write and close, the rename).
+    """
+    target, missing = _target(root, path, checked)
+    for folder in missing:
+        folder.mkdir(exist_ok=True)
+        if checked is not None:
+            checked.add(folder)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-        Path(tmp_name).replace(target)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _differs(target: str, blob: pygit2.Oid) -> bool:
