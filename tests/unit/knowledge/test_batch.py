@@ -198,3 +198,33 @@ def test_recover_never_writes_through_a_symbolic_link(repo: GitRepo, tmp_path: P
     repo.recover()
     assert list(outside.iterdir()) == []
     assert repo.show("tasks/t1/b.md") == "b\n"
+
+
+def test_objects_packed_by_git_gc_while_the_store_runs_are_read_and_built_on(
+    repo: GitRepo,
+) -> None:
+    """After a person's `git gc` moves every object into a pack, reads and commits go on.
+
+    The store looks for new packs only when `objects/pack` changed: the gc must be seen.
+    """
+    first = repo.commit_many([change("shared/a.md", "one\n"), change("tasks/t1/b.md", "b\n")])
+    assert repo.show("shared/a.md") == "one\n"  # the packs folder was looked at before the gc
+    git(repo, "gc", "--quiet", "--prune=now")
+    assert not [p for p in (repo.git_dir / "objects").glob("??") if any(p.iterdir())]
+    assert repo.show("shared/a.md") == "one\n"
+    assert repo.show("shared/a.md", first[0][0]) == "one\n"
+    assert repo.show("tasks/t1/b.md") == "b\n"
+    repo.commit_many([change("shared/a.md", "two\n")])
+    assert repo.show("shared/a.md") == "two\n"
+    assert repo.list_files("shared") == ["shared/a.md"]
+    assert repo.fsck()
+
+
+def test_a_commit_writes_few_files_for_its_objects(repo: GitRepo) -> None:
+    """A note's commit writes one loose object per blob, tree and commit, and nothing else."""
+    objects = repo.git_dir / "objects"
+    before = {p for p in objects.rglob("*") if p.is_file()}
+    repo.commit_many([change("tasks/aa/t1/summary.md", "s\n")])
+    made = {p for p in objects.rglob("*") if p.is_file()} - before
+    assert len(made) == 6  # the blob, four trees (t1, aa, tasks, the root), the commit
+    assert repo.fsck()
