@@ -96,7 +96,7 @@ def main() -> None:
         sync()
         _run(BIN / "ruff", "format", "--check", ".")
         _run(BIN / "ruff", "check", ".")
-        _run(BIN / "mypy", "contracts/src", "services")
+        _run(BIN / "mypy", "contracts/src", "services", "benchmarks")
         ensure_test_programs()
         # pytest exits 5 when it collected no test: that is a failure here, not a pass.
         # The golden tasks under examples/golden run as tests too (the `hivebus-golden` plugin).

@@ -242,7 +242,7 @@ async def main(count: int) -> dict[str, Any]:
         now = datetime.now(UTC)
         window = Window(now - timedelta(days=1), now)
         baseline = Window(window.start - timedelta(days=7), window.start)
-        tally = await collect(server.url, baseline.start - LOOKBACK)
+        tally = await collect(server.url, baseline.start - LOOKBACK, settings)
         card = scorecard(tally, By.ROLE, window, baseline)
         json.dumps(scorecard_json(card))
         in_process_s = time.perf_counter() - started

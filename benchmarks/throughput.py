@@ -377,7 +377,9 @@ async def hivebus_side(  # noqa: C901, PLR0915 - one measurement after the other
         log(f"hivebus (b): p50 {out['b']['p50_ms']} ms, p99 {out['b']['p99_ms']} ms")
     if "c" in only:
         n = counts["c"]
-        subtasks = [{"id": f"s{i}", "role": "worker", "prompt": "p"} for i in range(n)]
+        subtasks: list[dict[str, Any]] = [
+            {"id": f"s{i}", "role": "worker", "prompt": "p"} for i in range(n)
+        ]
         subtasks.append(
             {
                 "id": "all",
