@@ -302,6 +302,45 @@ async def test_deadline_fires_while_the_orchestrator_is_down(
     assert {s.id: s.status for s in result.subtasks}["second"] != SubTaskStatus.COMPLETED
 
 
+async def test_the_deadline_of_a_task_that_ended_changes_nothing(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Every task's deadline comes due: one that completed before it stays completed, once."""
+    config = _roles(tmp_path, max_wall_s=2)
+    url = settings.nats_url or ""
+    await provision_all(url, settings, ["slow"])
+    result: TaskFinished | None = None
+    with _services(tmp_path, config, url) as procs:
+        await _ready(procs)
+        async with HiveClient(url, settings) as client:
+            await client.submit(_plan("early-1", 2, [{"id": "quick"}]))
+            async with _following(client, "early-1", 30) as events:
+                async for _, event in events:
+                    if isinstance(event, TaskFinished):
+                        result = event
+            assert result is not None
+            assert result.status == TaskStatus.COMPLETED, result.reason
+            js = await jetstream(client.broker)
+            durable = subjects.orchestrator_control_consumer(ControlKind.DEADLINE)
+            async with asyncio.timeout(20):
+                while not await _deadline_fired(client, "early-1"):  # noqa: ASYNC110 - server-side state
+                    await asyncio.sleep(0.2)
+                while True:  # the orchestrator took the deadline and settled it
+                    info = await js.consumer_info(subjects.CONTROL_STREAM, durable)
+                    if info.num_pending == 0 and info.num_ack_pending == 0:
+                        break
+                    await asyncio.sleep(0.2)
+            meta, _, stored = await client.status("early-1")
+            finished = subjects.event("early-1", subjects.EventKind.TASK_FINISHED)
+            events_info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=finished)
+    assert meta is not None
+    assert meta.status == TaskStatus.COMPLETED
+    assert meta.ending is None
+    assert stored == result
+    assert (events_info.state.subjects or {}).get(finished) == 1
+    assert "Traceback" not in procs["orchestrator"].log.read_text(errors="replace")
+
+
 async def test_deadline_with_nothing_completed_is_dead_lettered(
     tmp_path: Path, settings: Settings
 ) -> None:

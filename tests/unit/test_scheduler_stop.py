@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 from test_scheduler import TASK, Hive, node, plan
 
-from hivebus.contracts import RunCheckpoint, RunPhase, SubTaskStatus, TaskStatus, subjects
+from hivebus.contracts import (
+    RunCheckpoint,
+    RunPhase,
+    SubTaskStatus,
+    TaskStatus,
+    TaskSubmitted,
+    subjects,
+)
 from hivebus.core import HivebusConfig
-from hivebus.orchestrator import changes
+from hivebus.orchestrator import MemoryStore, changes
 
 S = SubTaskStatus
 PAIR = plan(node("first"), node("second", ["first"]))
@@ -111,3 +118,42 @@ async def test_a_failure_before_any_cancel_still_blocks_its_dependents(hive: Hiv
     second = await hive.state("second")
     assert second.status == S.BLOCKED
     assert second.blocked_by == "first"
+
+
+class PlanCountingStore(MemoryStore):
+    """A `MemoryStore` that counts reads of a task's plan."""
+
+    def __init__(self) -> None:
+        """Start empty, with no plan read."""
+        super().__init__()
+        self.plan_reads = 0
+
+    async def load_plan(self, task_id: str) -> TaskSubmitted | None:
+        """Count, then read."""
+        self.plan_reads += 1
+        return await super().load_plan(task_id)
+
+
+@pytest.mark.parametrize("ending", [TaskStatus.TIMEOUT, TaskStatus.CANCELLED])
+async def test_the_deadline_of_a_finished_task_reads_only_its_meta(
+    hive_config: HivebusConfig, ending: TaskStatus
+) -> None:
+    """Every task's deadline comes due, finished or not: an ended task is left as it ended.
+
+    Its plan is not read again, so its graph does not come back into the cache (where a
+    large one would push out the graphs of running tasks), and nothing is published.
+    """
+    hive = Hive(hive_config)
+    store = hive.store = hive.scheduler.store = PlanCountingStore()
+    await hive.submit(PAIR)
+    await hive.run()
+    assert hive.the_result().status == TaskStatus.COMPLETED
+    assert hive.scheduler.graphs.get(TASK) is None  # dropped when the task closed
+    meta = await store.read_meta(TASK)
+    reads, writes = store.plan_reads, store.writes
+    await hive.scheduler.stop(TASK, ending, "deadline reached")
+    assert store.plan_reads == reads
+    assert store.writes == writes
+    assert hive.scheduler.graphs.get(TASK) is None
+    assert await store.read_meta(TASK) == meta
+    assert hive.the_result().status == TaskStatus.COMPLETED  # still the one result

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from hivebus.contracts import (
     PLANNING_SUBTASK,
     SUBTASK_TERMINAL,
+    TASK_TERMINAL,
     ApprovalResolved,
     DeadLetter,
     DeadlineReached,
@@ -440,8 +441,15 @@ class Scheduler:
         Runs stop at their next step boundary, nothing new starts, a sub-task waiting for a
         person ends where it waits (its approvals closed), and the task finishes once every
         sub-task has ended. Cancelling what is not running is O(V), once; done again (a run
-        that paused after the cancel) it ends what paused.
+        that paused after the cancel) it ends what paused. A task that has ended costs one
+        read of its meta: every task's deadline comes due, finished or not (the schedule stays
+        in CONTROL), and loading its plan again would also push live tasks' graphs out of the
+        cache.
         """
+        before = await self.store.read_meta(task_id)
+        if before is not None and before.status in TASK_TERMINAL:
+            log.debug("stop_for_ended_task", task_id=task_id, status=before.status.value)
+            return
         loaded = await self.load(task_id)
         if loaded is None:
             goal = await self.store.load_plan(task_id)
@@ -455,11 +463,24 @@ class Scheduler:
             return
         await self.store.mark_cancelled(task_id)
         ending = meta.ending or ending  # the first of a cancel and the deadline decides
-        closing = approvals.close(f"the task is ending {ending.value}: {reason}")
         if self.config.planning.replan:  # a revision may be in the making, or reviewed
             await self.planner.close_review(task_id, f"the task is ending {ending.value}: {reason}")
             loaded = await self.load(task_id, fresh=True) or loaded
         submission, graph = loaded
+        ended = await self._end_waiting(task_id, graph, meta, ending, reason)
+        meta = await self.store.update_meta(task_id, changes.count_finished(ended))
+        if meta is not None and meta.finished >= meta.total:
+            await self._finish(submission, graph)
+
+    async def _end_waiting(
+        self, task_id: str, graph: Graph, meta: TaskMeta, ending: TaskStatus, reason: str
+    ) -> list[int]:
+        """End each sub-task of a stopping task that no run holds; their indexes in `graph`.
+
+        A sub-task waiting for a person ends where it waits, its approvals closed. A run that
+        began is left to end at its next step boundary.
+        """
+        closing = approvals.close(f"the task is ending {ending.value}: {reason}")
         ended = []
         for sid, spec in graph.specs.items():
             if meta.is_finished(graph.index[sid]) or await self._run_began(task_id, sid):
@@ -472,9 +493,7 @@ class Scheduler:
                 ended.append(graph.index[sid])
                 for ap in state.pending_approvals:
                     await self.store.update_approval(task_id, ap, closing)
-        meta = await self.store.update_meta(task_id, changes.count_finished(ended))
-        if meta is not None and meta.finished >= meta.total:
-            await self._finish(submission, graph)
+        return ended
 
     async def _run_began(self, task_id: str, sid: str) -> bool:
         """Whether a dispatched sub-task's run began; one that already ended is applied now.
