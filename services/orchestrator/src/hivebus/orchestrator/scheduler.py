@@ -441,14 +441,14 @@ class Scheduler:
         Runs stop at their next step boundary, nothing new starts, a sub-task waiting for a
         person ends where it waits (its approvals closed), and the task finishes once every
         sub-task has ended. Cancelling what is not running is O(V), once; done again (a run
-        that paused after the cancel) it ends what paused. A task that has ended costs one
-        read of its meta: every task's deadline comes due, finished or not (the schedule stays
-        in CONTROL), and loading its plan again would also push live tasks' graphs out of the
-        cache.
+        that paused after the cancel) it ends what paused. Marking the ending comes first: for
+        a task that has ended it writes nothing and tells so, and then the stop has cost that
+        one read (every task's deadline comes due, finished or not: the schedule stays in
+        CONTROL; loading the plan again would also push live tasks' graphs out of the cache).
         """
-        before = await self.store.read_meta(task_id)
-        if before is not None and before.status in TASK_TERMINAL:
-            log.debug("stop_for_ended_task", task_id=task_id, status=before.status.value)
+        meta = await self.store.update_meta(task_id, changes.mark_ending(ending, reason))
+        if meta is not None and meta.status in TASK_TERMINAL:
+            log.debug("stop_for_ended_task", task_id=task_id, status=meta.status.value)
             return
         loaded = await self.load(task_id)
         if loaded is None:
@@ -458,7 +458,6 @@ class Scheduler:
                 return
             log.warning("stop_for_unknown_task", task_id=task_id)
             return
-        meta = await self.store.update_meta(task_id, changes.mark_ending(ending, reason))
         if meta is None or meta.status != TaskStatus.RUNNING:
             return
         await self.store.mark_cancelled(task_id)
