@@ -54,7 +54,10 @@ def _role(tmp_path: Path) -> dict[str, Any]:
         "ledger.yaml",
         [
             {"tool": "ledger_append", "args": {"entry": "e"}, "usage": usage},
-            {"text": "recorded", "usage": usage},
+            # The answer takes a moment, as a real model's does: the task then lasts long
+            # enough for MIN_KILLS on a fast machine too (it ended after 18 in 22 s on one),
+            # and a kill meanwhile finds the tool step done, so its resume must not repeat it.
+            {"text": "recorded", "usage": usage, "delay_s": 0.3},
         ],
     )
     return {
